@@ -1,0 +1,406 @@
+"""Stochastic interpolants ``x_t = α(t) x0 + β(t) x1 + γ(t) z`` and prediction conversions.
+
+Conventions (MATH.md §1): data at t = 0, prior at t = 1, generation runs 1 → 0.
+
+* One-sided paths (``x1 ~ N(0, I)``): only ``σ(t) = sqrt(β² + γ²)`` matters, so
+  ``x_t = α x0 + σ ε``.  Every preset is one-sided with ``γ ≡ 0`` and ``β = σ``.
+* Two-sided paths (``two_sided=True``) bridge two data sets (Albergo, Boffi &
+  Vanden-Eijnden 2023, "Stochastic Interpolants").
+
+Derivatives come from ``jax.jvp`` of the user's scalar functions unless closed forms are
+supplied (the presets supply them; the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Interpolant",
+    "PREDICTIONS",
+    "convert",
+    "check_prediction",
+    "linear",
+    "trig",
+    "vp",
+    "subvp",
+    "ve",
+    "ddpm",
+    "cosine",
+]
+
+PREDICTIONS = ("velocity", "noise", "data", "score")
+
+ScalarFn = Callable[[jax.Array], jax.Array]
+
+
+def check_prediction(prediction: str, argument: str = "prediction") -> str:
+    """Return ``prediction`` if it names a known target, else raise a ``ValueError``."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(
+            f"{argument}={prediction!r} is not a known prediction; expected one of {PREDICTIONS}"
+        )
+    return prediction
+
+
+def _tangent(fn: ScalarFn, t):
+    t = jnp.asarray(t, dtype=jnp.result_type(float))
+    return jax.jvp(fn, (t,), (jnp.ones_like(t),))[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Interpolant:
+    """A path ``x_t = α(t) x0 + β(t) x1 + γ(t) z`` given by three scalar functions of t.
+
+    Args:
+      alpha, beta, gamma: scalar functions of a scalar ``t`` (jax-traceable).
+      name: label used in messages and results.
+      t_min, t_max: the time interval on which losses, samplers and likelihoods work
+        (conversions are singular where ``σ = 0`` or ``α = 0``, MATH.md §3).
+      two_sided: ``True`` for a bridge between two data sets; boundary conditions
+        ``α(0)=1, β(0)=0, α(1)=0, β(1)=1, γ(0)=γ(1)=0`` are then enforced.
+      num_steps: size T of the discrete grid ``t_i = i/T`` (DDPM), if the path has one.
+      dalpha, dbeta, dgamma: optional closed-form derivatives (else ``jax.jvp``).
+
+    Construction validates the path on a grid of ``[t_min, t_max]`` and raises a
+    ``ValueError`` naming the violated condition and where.
+    """
+
+    alpha: ScalarFn
+    beta: ScalarFn
+    gamma: ScalarFn
+    name: str = "custom"
+    t_min: float = 0.0
+    t_max: float = 1.0
+    two_sided: bool = False
+    num_steps: int | None = None
+    dalpha: ScalarFn | None = None
+    dbeta: ScalarFn | None = None
+    dgamma: ScalarFn | None = None
+
+    def __post_init__(self):
+        for field in ("alpha", "beta", "gamma"):
+            if not callable(getattr(self, field)):
+                raise ValueError(f"Interpolant {field} must be a callable of t, got {getattr(self, field)!r}")
+        if not (0.0 <= self.t_min < self.t_max <= 1.0):
+            raise ValueError(
+                f"Interpolant {self.name!r}: need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}"
+            )
+        if self.num_steps is not None and (int(self.num_steps) != self.num_steps or self.num_steps < 1):
+            raise ValueError(f"Interpolant {self.name!r}: num_steps must be a positive integer, got {self.num_steps!r}")
+        _validate(self)
+
+    # -- coefficients ---------------------------------------------------------------
+    def coefficients(self, t):
+        """``(α(t), β(t), γ(t))``."""
+        return self.alpha(t), self.beta(t), self.gamma(t)
+
+    def derivatives(self, t):
+        """``(α̇(t), β̇(t), γ̇(t))``: closed forms when given, else ``jax.jvp``."""
+        return tuple(
+            closed(t) if closed is not None else _tangent(fn, t)
+            for fn, closed in ((self.alpha, self.dalpha), (self.beta, self.dbeta), (self.gamma, self.dgamma))
+        )
+
+    def jvp_derivatives(self, t):
+        """``(α̇, β̇, γ̇)`` by ``jax.jvp``, ignoring any closed forms."""
+        return tuple(_tangent(fn, t) for fn in (self.alpha, self.beta, self.gamma))
+
+    def scales(self, t):
+        """One-sided ``(α, σ, α̇, σ̇)`` with ``σ = sqrt(β² + γ²)`` (MATH.md §1)."""
+        a, b, g = self.coefficients(t)
+        da, db, dg = self.derivatives(t)
+        sigma = jnp.sqrt(b**2 + g**2)
+        # d/dt sqrt(β²+γ²) = (ββ̇+γγ̇)/σ; its limit where σ = 0 is sqrt(β̇²+γ̇²).
+        safe = jnp.where(sigma > 0, sigma, 1.0)
+        dsigma = jnp.where(sigma > 0, (b * db + g * dg) / safe, jnp.sqrt(db**2 + dg**2))
+        return a, sigma, da, dsigma
+
+    def sigma(self, t):
+        """Total noise scale ``σ(t) = sqrt(β² + γ²)``."""
+        return jnp.sqrt(self.beta(t) ** 2 + self.gamma(t) ** 2)
+
+    def prior_std(self):
+        """Std of the one-sided prior ``N(0, σ(t_max)² I)`` that generation starts from."""
+        return self.sigma(self.t_max)
+
+    def sde_coefficients(self, t):
+        """Forward-SDE drift factor and squared diffusion ``(f, g²)`` of the one-sided path.
+
+        ``f = α̇/α``, ``g² = 2σσ̇ − 2 (α̇/α) σ²`` (MATH.md §3; VP: ``f = −β(t)/2, g² = β(t)``).
+        """
+        a, s, da, ds = self.scales(t)
+        f = da / a
+        return f, 2.0 * s * ds - 2.0 * f * s**2
+
+    def sample_path(self, x0, t, eps, x1=None):
+        """``x_t`` for one sample: ``α x0 + σ ε`` (one-sided) or ``α x0 + β x1 + γ ε`` (two-sided)."""
+        if x1 is None:
+            a, s, _, _ = self.scales(t)
+            return a * x0 + s * eps
+        a, b, g = self.coefficients(t)
+        return a * x0 + b * x1 + g * eps
+
+    def replace(self, **changes) -> "Interpolant":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _validate(ip: Interpolant, grid_size: int = 257):
+    ts = np.linspace(ip.t_min, ip.t_max, grid_size)
+    where = lambda mask: float(ts[int(np.argmax(mask))])  # noqa: E731
+    try:
+        coeffs = [np.asarray(jax.vmap(f)(jnp.asarray(ts))) for f in (ip.alpha, ip.beta, ip.gamma)]
+        derivs = [np.asarray(d) for d in jax.vmap(ip.derivatives)(jnp.asarray(ts))]
+    except Exception as err:  # the user's functions fail to trace
+        raise ValueError(f"Interpolant {ip.name!r}: α, β, γ must be jax-traceable scalar functions of t ({err})") from err
+    for label, arr in zip(("α", "β", "γ", "α̇", "β̇", "γ̇"), coeffs + derivs):
+        if arr.shape != ts.shape:
+            raise ValueError(f"Interpolant {ip.name!r}: {label}(t) must return a scalar, got shape {arr.shape[1:]}")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"Interpolant {ip.name!r}: {label}(t) is not finite at t={where(bad):.4g}")
+    end = {t: [float(f(jnp.asarray(t, jnp.float32))) for f in (ip.alpha, ip.beta, ip.gamma)] for t in (0.0, 1.0)}
+    if ip.two_sided:
+        conditions = [("α(0) = 1", end[0.0][0], 1.0), ("β(0) = 0", end[0.0][1], 0.0),
+                      ("γ(0) = 0", end[0.0][2], 0.0), ("α(1) = 0", end[1.0][0], 0.0),
+                      ("β(1) = 1", end[1.0][1], 1.0), ("γ(1) = 0", end[1.0][2], 0.0)]
+        for cond, got, want in conditions:
+            if abs(got - want) > 1e-5:
+                raise ValueError(f"Interpolant {ip.name!r}: two-sided boundary condition {cond} violated (got {got:.6g})")
+        if (coeffs[2] < -1e-6).any():
+            raise ValueError(f"Interpolant {ip.name!r}: γ(t) must be >= 0, got γ<0 at t={where(coeffs[2] < -1e-6):.4g}")
+        return
+    a0, s0 = end[0.0][0], math.hypot(end[0.0][1], end[0.0][2])
+    a1, s1 = end[1.0][0], math.hypot(end[1.0][1], end[1.0][2])
+    if abs(a0 - 1.0) > 1e-3:
+        raise ValueError(f"Interpolant {ip.name!r}: boundary condition α(0) = 1 violated (got α(0)={a0:.6g})")
+    if s0 > 0.05:
+        raise ValueError(f"Interpolant {ip.name!r}: boundary condition σ(0) ≈ 0 violated (got σ(0)={s0:.6g} > 0.05)")
+    if not a1 < s1:
+        raise ValueError(
+            f"Interpolant {ip.name!r}: the prior end must be noise-dominated, α(1) < σ(1) (got α(1)={a1:.4g}, σ(1)={s1:.4g})"
+        )
+    if (coeffs[0] < -1e-6).any():
+        raise ValueError(f"Interpolant {ip.name!r}: α(t) must be >= 0, got α<0 at t={where(coeffs[0] < -1e-6):.4g}")
+    a, s, da, ds = (np.asarray(v) for v in jax.vmap(ip.scales)(jnp.asarray(ts)))
+    D = a * ds - s * da
+    if not (D > 0).all():
+        i = int(np.argmax(~(D > 0)))
+        raise ValueError(
+            f"Interpolant {ip.name!r}: D(t) = α σ̇ − σ α̇ must be > 0 on [t_min, t_max] (signal-to-noise α/σ strictly "
+            f"decreasing); found D({ts[i]:.4g}) = {D[i]:.4g}"
+        )
+
+
+# ---------------------------------------------------------------------------------
+# Prediction conversions (MATH.md §3), one-sided Gaussian paths.
+# ---------------------------------------------------------------------------------
+
+
+def _noise_from(value, frm, a, s, da, ds, x):
+    if frm == "noise":
+        return value
+    if frm == "data":
+        return (x - a * value) / s
+    if frm == "score":
+        return -s * value
+    return (a * value - da * x) / (a * ds - s * da)  # velocity
+
+
+def _data_from(value, frm, a, s, da, ds, x):
+    if frm == "data":
+        return value
+    if frm == "noise":
+        return (x - s * value) / a
+    if frm == "score":
+        return (x + s**2 * value) / a  # Tweedie
+    return (ds * x - s * value) / (a * ds - s * da)  # velocity
+
+
+def convert(value, frm: str, to: str, interpolant: Interpolant, t, x):
+    """Convert a prediction at ``(t, x)`` between ``velocity | noise | data | score``.
+
+    With ``x = α x0 + σ ε``, ``v = α̇ x0 + σ̇ ε`` and ``D = α σ̇ − σ α̇`` (MATH.md §3):
+    ``x̂0 = (x − σ ε̂)/α``, ``s = −ε̂/σ``, ``ε̂ = −σ s``, ``x̂0 = (σ̇ x − σ v)/D``,
+    ``ε̂ = (α v − α̇ x)/D``.  Only the divisions that the pair needs are made, so e.g.
+    noise → score is finite at ``α = 0``.  ``t`` must broadcast against ``x``.
+    """
+    check_prediction(frm, "frm")
+    check_prediction(to, "to")
+    if interpolant.two_sided:
+        raise ValueError("convert: conversions need a one-sided (Gaussian-prior) interpolant; got a two-sided one")
+    if frm == to:
+        return value
+    a, s, da, ds = interpolant.scales(t)
+    if to == "noise":
+        return _noise_from(value, frm, a, s, da, ds, x)
+    if to == "data":
+        return _data_from(value, frm, a, s, da, ds, x)
+    if to == "score":
+        if frm == "data":
+            return -(x - a * value) / s**2
+        return -_noise_from(value, frm, a, s, da, ds, x) / s
+    # to velocity: v = α̇ x̂0 + σ̇ ε̂
+    if frm == "data":
+        return da * value + ds * (x - a * value) / s
+    eps = _noise_from(value, frm, a, s, da, ds, x)
+    return da * (x - s * eps) / a + ds * eps
+
+
+# ---------------------------------------------------------------------------------
+# Presets (MATH.md §2). Each preset is an Interpolant; calling it with keyword
+# arguments returns a re-parameterised copy, e.g. ``vp(beta_max=10.0)``.
+# ---------------------------------------------------------------------------------
+
+
+def _zero(t):
+    return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset(Interpolant):
+    """A preset schedule; ``preset(**params)`` rebuilds it with other parameters."""
+
+    factory: Callable[..., Interpolant] | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __call__(self, **params) -> Interpolant:
+        return self.factory(**params)
+
+
+def _preset(factory):
+    def build(**params):
+        ip = factory(**params)
+        return Preset(**{f.name: getattr(ip, f.name) for f in dataclasses.fields(Interpolant)}, factory=build)
+
+    build.__name__ = factory.__name__
+    build.__doc__ = factory.__doc__
+    return build
+
+
+@_preset
+def _linear(t_min: float = 0.0, t_max: float = 1.0):
+    """Flow matching / rectified flow: ``α = 1 − t``, ``σ = t`` (velocity target ``ε − x0``)."""
+    return Interpolant(
+        lambda t: 1.0 - t, lambda t: t, _zero, name="linear", t_min=t_min, t_max=t_max,
+        dalpha=lambda t: -jnp.ones_like(t), dbeta=lambda t: jnp.ones_like(t), dgamma=_zero,
+    )
+
+
+@_preset
+def _trig(t_min: float = 0.0, t_max: float = 1.0):
+    """Cosine flow matching ("GVP"): ``α = cos(πt/2)``, ``σ = sin(πt/2)``."""
+    h = math.pi / 2
+    return Interpolant(
+        lambda t: jnp.cos(h * t), lambda t: jnp.sin(h * t), _zero, name="trig", t_min=t_min, t_max=t_max,
+        dalpha=lambda t: -h * jnp.sin(h * t), dbeta=lambda t: h * jnp.cos(h * t), dgamma=_zero,
+    )
+
+
+def _vp_alpha(beta_min, beta_max):
+    def log_alpha(t):
+        return -0.5 * (beta_min * t + 0.5 * (beta_max - beta_min) * t**2)
+
+    def beta_t(t):
+        return beta_min + (beta_max - beta_min) * t
+
+    return log_alpha, beta_t
+
+
+@_preset
+def _vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0):
+    """VP-SDE (Song et al. 2021): ``α = exp(−½B(t))``, ``B = β_min t + ½(β_max−β_min)t²``, ``σ = sqrt(1−α²)``."""
+    log_alpha, beta_t = _vp_alpha(beta_min, beta_max)
+    alpha = lambda t: jnp.exp(log_alpha(t))  # noqa: E731
+    sigma = lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_alpha(t)))  # noqa: E731
+    return Interpolant(
+        alpha, sigma, _zero, name="vp", t_min=t_min, t_max=t_max,
+        dalpha=lambda t: -0.5 * beta_t(t) * alpha(t),
+        dbeta=lambda t: 0.5 * beta_t(t) * alpha(t) ** 2 / sigma(t),
+        dgamma=_zero,
+    )
+
+
+@_preset
+def _subvp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0):
+    """sub-VP (Song et al. 2021): the VP ``α`` with ``σ = 1 − α²``."""
+    log_alpha, beta_t = _vp_alpha(beta_min, beta_max)
+    alpha = lambda t: jnp.exp(log_alpha(t))  # noqa: E731
+    return Interpolant(
+        alpha, lambda t: -jnp.expm1(2.0 * log_alpha(t)), _zero, name="subvp", t_min=t_min, t_max=t_max,
+        dalpha=lambda t: -0.5 * beta_t(t) * alpha(t),
+        dbeta=lambda t: beta_t(t) * alpha(t) ** 2,
+        dgamma=_zero,
+    )
+
+
+@_preset
+def _ve(sigma_min: float = 0.01, sigma_max: float = 10.0, t_min: float = 0.0, t_max: float = 1.0):
+    """VE-SDE / SMLD (Song & Ermon 2019): ``α = 1``, ``σ = σ_min (σ_max/σ_min)^t``.
+
+    Choose ``sigma_max`` about the largest pairwise distance in the data.
+    """
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"ve: need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    rate = math.log(sigma_max / sigma_min)
+    sigma = lambda t: sigma_min * jnp.exp(rate * t)  # noqa: E731
+    return Interpolant(
+        lambda t: jnp.ones_like(jnp.asarray(t, dtype=jnp.result_type(float))), sigma, _zero,
+        name="ve", t_min=t_min, t_max=t_max,
+        dalpha=_zero, dbeta=lambda t: rate * sigma(t), dgamma=_zero,
+    )
+
+
+def ddpm_alpha_bars(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    """``ᾱ_i = ∏_{j≤i}(1 − β_j)`` for ``i = 0..T`` (``ᾱ_0 = 1``), ``β`` linear (Ho et al. 2020)."""
+    betas = np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+    return np.concatenate([[1.0], np.cumprod(1.0 - betas)])
+
+
+@_preset
+def _ddpm(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+          t_min: float | None = None, t_max: float = 1.0):
+    """DDPM (Ho et al. 2020): ``α = sqrt(ᾱ_i)`` at ``t_i = i/T``, log ᾱ linear in between.
+
+    The kinks at grid points make adaptive ODE solvers slow: sample with the smooth
+    ``vp`` equivalent or with fixed steps on the grid.  ``t_min`` defaults to ``1/T``.
+    """
+    log_abar = jnp.asarray(np.log(ddpm_alpha_bars(num_steps, beta_start, beta_end)), jnp.float32)
+    grid = jnp.linspace(0.0, 1.0, num_steps + 1)
+    log_alpha_bar = lambda t: jnp.interp(t, grid, log_abar)  # noqa: E731
+    return Interpolant(
+        lambda t: jnp.exp(0.5 * log_alpha_bar(t)),
+        lambda t: jnp.sqrt(-jnp.expm1(log_alpha_bar(t))),
+        _zero, name="ddpm", t_min=1.0 / num_steps if t_min is None else t_min, t_max=t_max,
+        num_steps=num_steps,
+    )
+
+
+@_preset
+def _cosine(s: float = 0.008, floor: float = 1e-5, t_min: float = 1e-5, t_max: float = 1.0):
+    """Cosine schedule (Nichol & Dhariwal 2021): ``ᾱ = f(t)/f(0)``, ``f = cos²(((t+s)/(1+s))π/2)``.
+
+    The end is floored smoothly in ``α = sqrt(ᾱ)``: ``α ← (1 − c) α + c`` with ``c = sqrt(floor)``,
+    so ``ᾱ(0) = 1``, ``ᾱ(1) = floor`` and ``D > 0`` up to ``t = 1``; ``σ = sqrt(1 − α²)``.
+    """
+    c = math.sqrt(floor)
+    theta = lambda t: (t + s) / (1 + s) * math.pi / 2  # noqa: E731
+    alpha = lambda t: (1.0 - c) * jnp.cos(theta(t)) / math.cos(theta(0.0)) + c  # noqa: E731
+    return Interpolant(
+        alpha, lambda t: jnp.sqrt(1.0 - alpha(t) ** 2), _zero, name="cosine", t_min=t_min, t_max=t_max,
+    )
+
+
+linear = _linear()
+trig = _trig()
+vp = _vp()
+subvp = _subvp()
+ve = _ve()
+ddpm = _ddpm()
+cosine = _cosine()
