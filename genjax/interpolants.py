@@ -26,6 +26,7 @@ __all__ = [
     "PREDICTIONS",
     "convert",
     "check_prediction",
+    "check_interpolant",
     "linear",
     "trig",
     "vp",
@@ -83,6 +84,7 @@ class Interpolant:
     dalpha: ScalarFn | None = None
     dbeta: ScalarFn | None = None
     dgamma: ScalarFn | None = None
+    validate: bool = dataclasses.field(default=True, compare=False, repr=False)
 
     def __post_init__(self):
         for field in ("alpha", "beta", "gamma"):
@@ -94,7 +96,8 @@ class Interpolant:
             )
         if self.num_steps is not None and (int(self.num_steps) != self.num_steps or self.num_steps < 1):
             raise ValueError(f"Interpolant {self.name!r}: num_steps must be a positive integer, got {self.num_steps!r}")
-        _validate(self)
+        if self.validate:
+            check_interpolant(self)
 
     # -- coefficients ---------------------------------------------------------------
     def coefficients(self, t):
@@ -152,7 +155,8 @@ class Interpolant:
         return dataclasses.replace(self, **changes)
 
 
-def _validate(ip: Interpolant, grid_size: int = 257):
+def check_interpolant(ip: Interpolant, grid_size: int = 257) -> Interpolant:
+    """Validate ``ip`` on a grid of ``[t_min, t_max]`` (done at construction); return it or raise ``ValueError``."""
     ts = np.linspace(ip.t_min, ip.t_max, grid_size)
     where = lambda mask: float(ts[int(np.argmax(mask))])  # noqa: E731
     try:
@@ -176,7 +180,7 @@ def _validate(ip: Interpolant, grid_size: int = 257):
                 raise ValueError(f"Interpolant {ip.name!r}: two-sided boundary condition {cond} violated (got {got:.6g})")
         if (coeffs[2] < -1e-6).any():
             raise ValueError(f"Interpolant {ip.name!r}: γ(t) must be >= 0, got γ<0 at t={where(coeffs[2] < -1e-6):.4g}")
-        return
+        return ip
     a0, s0 = end[0.0][0], math.hypot(end[0.0][1], end[0.0][2])
     a1, s1 = end[1.0][0], math.hypot(end[1.0][1], end[1.0][2])
     if abs(a0 - 1.0) > 1e-3:
@@ -197,6 +201,7 @@ def _validate(ip: Interpolant, grid_size: int = 257):
             f"Interpolant {ip.name!r}: D(t) = α σ̇ − σ α̇ must be > 0 on [t_min, t_max] (signal-to-noise α/σ strictly "
             f"decreasing); found D({ts[i]:.4g}) = {D[i]:.4g}"
         )
+    return ip
 
 
 # ---------------------------------------------------------------------------------
@@ -274,10 +279,15 @@ class Preset(Interpolant):
         return self.factory(**params)
 
 
+# The default presets are checked by the test suite (tests/test_interpolants.py), not at
+# every import; a re-parameterised preset, e.g. ``vp(beta_max=10.)``, is checked when built.
+
+
 def _preset(factory):
-    def build(**params):
-        ip = factory(**params)
-        return Preset(**{f.name: getattr(ip, f.name) for f in dataclasses.fields(Interpolant)}, factory=build)
+    def build(validate: bool = True, **params):
+        ip = factory(**params, validate=False)
+        fields = {f.name: getattr(ip, f.name) for f in dataclasses.fields(Interpolant)}
+        return Preset(**{**fields, "validate": validate}, factory=build)
 
     build.__name__ = factory.__name__
     build.__doc__ = factory.__doc__
@@ -285,20 +295,20 @@ def _preset(factory):
 
 
 @_preset
-def _linear(t_min: float = 0.0, t_max: float = 1.0):
+def _linear(t_min: float = 0.0, t_max: float = 1.0, validate: bool = True):
     """Flow matching / rectified flow: ``α = 1 − t``, ``σ = t`` (velocity target ``ε − x0``)."""
     return Interpolant(
-        lambda t: 1.0 - t, lambda t: t, _zero, name="linear", t_min=t_min, t_max=t_max,
+        lambda t: 1.0 - t, lambda t: t, _zero, name="linear", t_min=t_min, t_max=t_max, validate=validate,
         dalpha=lambda t: -jnp.ones_like(t), dbeta=lambda t: jnp.ones_like(t), dgamma=_zero,
     )
 
 
 @_preset
-def _trig(t_min: float = 0.0, t_max: float = 1.0):
+def _trig(t_min: float = 0.0, t_max: float = 1.0, validate: bool = True):
     """Cosine flow matching ("GVP"): ``α = cos(πt/2)``, ``σ = sin(πt/2)``."""
     h = math.pi / 2
     return Interpolant(
-        lambda t: jnp.cos(h * t), lambda t: jnp.sin(h * t), _zero, name="trig", t_min=t_min, t_max=t_max,
+        lambda t: jnp.cos(h * t), lambda t: jnp.sin(h * t), _zero, name="trig", t_min=t_min, t_max=t_max, validate=validate,
         dalpha=lambda t: -h * jnp.sin(h * t), dbeta=lambda t: h * jnp.cos(h * t), dgamma=_zero,
     )
 
@@ -314,13 +324,13 @@ def _vp_alpha(beta_min, beta_max):
 
 
 @_preset
-def _vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0):
+def _vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0, validate: bool = True):
     """VP-SDE (Song et al. 2021): ``α = exp(−½B(t))``, ``B = β_min t + ½(β_max−β_min)t²``, ``σ = sqrt(1−α²)``."""
     log_alpha, beta_t = _vp_alpha(beta_min, beta_max)
     alpha = lambda t: jnp.exp(log_alpha(t))  # noqa: E731
     sigma = lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_alpha(t)))  # noqa: E731
     return Interpolant(
-        alpha, sigma, _zero, name="vp", t_min=t_min, t_max=t_max,
+        alpha, sigma, _zero, name="vp", t_min=t_min, t_max=t_max, validate=validate,
         dalpha=lambda t: -0.5 * beta_t(t) * alpha(t),
         dbeta=lambda t: 0.5 * beta_t(t) * alpha(t) ** 2 / sigma(t),
         dgamma=_zero,
@@ -328,12 +338,12 @@ def _vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_ma
 
 
 @_preset
-def _subvp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0):
+def _subvp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0, validate: bool = True):
     """sub-VP (Song et al. 2021): the VP ``α`` with ``σ = 1 − α²``."""
     log_alpha, beta_t = _vp_alpha(beta_min, beta_max)
     alpha = lambda t: jnp.exp(log_alpha(t))  # noqa: E731
     return Interpolant(
-        alpha, lambda t: -jnp.expm1(2.0 * log_alpha(t)), _zero, name="subvp", t_min=t_min, t_max=t_max,
+        alpha, lambda t: -jnp.expm1(2.0 * log_alpha(t)), _zero, name="subvp", t_min=t_min, t_max=t_max, validate=validate,
         dalpha=lambda t: -0.5 * beta_t(t) * alpha(t),
         dbeta=lambda t: beta_t(t) * alpha(t) ** 2,
         dgamma=_zero,
@@ -341,7 +351,7 @@ def _subvp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t
 
 
 @_preset
-def _ve(sigma_min: float = 0.01, sigma_max: float = 10.0, t_min: float = 0.0, t_max: float = 1.0):
+def _ve(sigma_min: float = 0.01, sigma_max: float = 10.0, t_min: float = 0.0, t_max: float = 1.0, validate: bool = True):
     """VE-SDE / SMLD (Song & Ermon 2019): ``α = 1``, ``σ = σ_min (σ_max/σ_min)^t``.
 
     Choose ``sigma_max`` about the largest pairwise distance in the data.
@@ -352,7 +362,7 @@ def _ve(sigma_min: float = 0.01, sigma_max: float = 10.0, t_min: float = 0.0, t_
     sigma = lambda t: sigma_min * jnp.exp(rate * t)  # noqa: E731
     return Interpolant(
         lambda t: jnp.ones_like(jnp.asarray(t, dtype=jnp.result_type(float))), sigma, _zero,
-        name="ve", t_min=t_min, t_max=t_max,
+        name="ve", t_min=t_min, t_max=t_max, validate=validate,
         dalpha=_zero, dbeta=lambda t: rate * sigma(t), dgamma=_zero,
     )
 
@@ -365,7 +375,7 @@ def ddpm_alpha_bars(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: f
 
 @_preset
 def _ddpm(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-          t_min: float | None = None, t_max: float = 1.0):
+          t_min: float | None = None, t_max: float = 1.0, validate: bool = True):
     """DDPM (Ho et al. 2020): ``α = sqrt(ᾱ_i)`` at ``t_i = i/T``, log ᾱ linear in between.
 
     The kinks at grid points make adaptive ODE solvers slow: sample with the smooth
@@ -378,12 +388,12 @@ def _ddpm(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.0
         lambda t: jnp.exp(0.5 * log_alpha_bar(t)),
         lambda t: jnp.sqrt(-jnp.expm1(log_alpha_bar(t))),
         _zero, name="ddpm", t_min=1.0 / num_steps if t_min is None else t_min, t_max=t_max,
-        num_steps=num_steps,
+        num_steps=num_steps, validate=validate,
     )
 
 
 @_preset
-def _cosine(s: float = 0.008, floor: float = 1e-5, t_min: float = 1e-5, t_max: float = 1.0):
+def _cosine(s: float = 0.008, floor: float = 1e-5, t_min: float = 1e-5, t_max: float = 1.0, validate: bool = True):
     """Cosine schedule (Nichol & Dhariwal 2021): ``ᾱ = f(t)/f(0)``, ``f = cos²(((t+s)/(1+s))π/2)``.
 
     The end is floored smoothly in ``α = sqrt(ᾱ)``: ``α ← (1 − c) α + c`` with ``c = sqrt(floor)``,
@@ -393,14 +403,14 @@ def _cosine(s: float = 0.008, floor: float = 1e-5, t_min: float = 1e-5, t_max: f
     theta = lambda t: (t + s) / (1 + s) * math.pi / 2  # noqa: E731
     alpha = lambda t: (1.0 - c) * jnp.cos(theta(t)) / math.cos(theta(0.0)) + c  # noqa: E731
     return Interpolant(
-        alpha, lambda t: jnp.sqrt(1.0 - alpha(t) ** 2), _zero, name="cosine", t_min=t_min, t_max=t_max,
+        alpha, lambda t: jnp.sqrt(1.0 - alpha(t) ** 2), _zero, name="cosine", t_min=t_min, t_max=t_max, validate=validate,
     )
 
 
-linear = _linear()
-trig = _trig()
-vp = _vp()
-subvp = _subvp()
-ve = _ve()
-ddpm = _ddpm()
-cosine = _cosine()
+linear = _linear(validate=False)
+trig = _trig(validate=False)
+vp = _vp(validate=False)
+subvp = _subvp(validate=False)
+ve = _ve(validate=False)
+ddpm = _ddpm(validate=False)
+cosine = _cosine(validate=False)

@@ -152,3 +152,10 @@ def test_two_sided_interpolant_and_bad_names():
         genjax.convert(jnp.ones(2), "noise", "score", ip, 0.5, jnp.ones(2))
     with pytest.raises(ValueError, match="prediction|frm"):
         genjax.convert(jnp.ones(2), "eps", "score", I.linear, 0.5, jnp.ones(2))
+
+
+@pytest.mark.parametrize("ip", PRESETS, ids=lambda ip: ip.name)
+def test_every_preset_passes_validation(ip):
+    """Presets skip the grid check at import; it runs here (and when a preset is re-parameterised)."""
+    assert I.check_interpolant(ip) is ip
+    assert ip().name == ip.name  # re-building validates without error

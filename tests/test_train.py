@@ -1,0 +1,365 @@
+"""Tests of the generic trainer (genjax/train) against analytic oracles.
+
+Toy problems whose trajectories are known in closed form: gradient descent on a quadratic
+(EMA recursion, clipping, NaN/skip bookkeeping), least squares (normal equations), and the
+flow-matching loss on Gaussian data (the exact velocity field, MATH.md §9.1).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from genjax.interpolants import linear
+from genjax.train import (
+    NonFiniteError,
+    TrainState,
+    checkpoint_manager,
+    data_mesh,
+    fit,
+    initialize_distributed,
+    restore_state,
+    save_state,
+    saved_steps,
+    train_interpolant,
+)
+
+DUMMY = np.zeros((4, 1), np.float32)  # data for losses that ignore the batch
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quadratic(c):
+    """``½‖θ − c‖²`` (batch ignored): gradient descent with rate η gives ``θ ← θ − η(θ − c)``."""
+    c = jnp.asarray(c, jnp.float32)
+    return lambda p, batch, key: (0.5 * jnp.sum((p - c) ** 2), {})
+
+
+def state_of(params, tx, seed=0):
+    return TrainState.create(jnp.asarray(params, jnp.float32), tx, jax.random.PRNGKey(seed))
+
+
+# ----------------------------------------------------------------------------- optimum, EMA, clipping
+
+
+def test_least_squares_converges_to_normal_equations():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.1 * rng.normal(size=64)).astype(np.float32)
+    design = np.c_[x, np.ones(64)]
+    optimum = np.linalg.lstsq(design, y, rcond=None)[0]
+    min_mse = np.mean((design @ optimum - y) ** 2)
+
+    def loss_fn(p, batch, key):
+        xb, yb = batch
+        mse = jnp.mean((xb @ p["w"] + p["b"] - yb) ** 2)
+        return mse, {"mse": mse}
+
+    # replace=False with batch_size=N: every batch is the whole data set (permuted), so this is
+    # full-batch gradient descent: Hessian eigenvalues 1.35..2.55, so the error contracts by
+    # max|1 − 0.2λ| = 0.73 per step (0.73^200 ≈ 1e-27).
+    state = TrainState.create({"w": jnp.zeros(3), "b": jnp.zeros(())}, optax.sgd(0.2), jax.random.PRNGKey(0))
+    state, history = fit(loss_fn, state, (x, y), num_steps=200, batch_size=64, replace=False, steps_per_call=100,
+                         ema_decay=0.9, progress=False)
+    # float32 gradients of O(1) data: the fixed point is optimum ± a few 1e-7; 2e-5 allows 100×.
+    for tree in (state.params, state.ema_params):
+        np.testing.assert_allclose(np.r_[tree["w"], tree["b"]], optimum, atol=2e-5)
+    np.testing.assert_allclose(history["loss"][-1], min_mse, rtol=1e-4)
+    np.testing.assert_array_equal(history["mse"], history["loss"])
+    assert int(state.step) == 200 and history["num_skipped"] == 0
+
+
+def test_ema_recursion_and_metrics_jsonl(tmp_path):
+    c, lr, decay, n = np.array([2.0, -1.0]), 0.3, 0.8, 7
+    theta, ema, losses = np.zeros(2), np.zeros(2), []
+    for _ in range(n):  # the hand-computed recursion, float64
+        losses.append(0.5 * np.sum((theta - c) ** 2))
+        theta = theta - lr * (theta - c)
+        ema = decay * ema + (1 - decay) * theta
+    path = tmp_path / "metrics.jsonl"
+    # steps_per_call=3 over 7 steps: calls of 3, 3 and 1 steps (two compilations).
+    state, history = fit(quadratic(c), state_of(np.zeros(2), optax.sgd(lr)), DUMMY, num_steps=n, batch_size=2,
+                         steps_per_call=3, ema_decay=decay, log_every=2, metrics_path=path, progress=False)
+    # float32 arithmetic of O(1) values over 7 steps: relative error ≲ 1e-6.
+    np.testing.assert_allclose(state.params, theta, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(state.ema_params, ema, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-6)
+    np.testing.assert_array_equal(history["step"], np.arange(1, n + 1))
+
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 7]  # every log_every steps and at the end
+    windows = [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)]
+    for record, window in zip(records, windows):
+        np.testing.assert_allclose(record["loss"], np.mean(losses[window]), rtol=1e-6)
+        assert record["skipped"] == 0 and record["steps_per_s"] > 0
+    assert history["compile_s"] > 0 and history["steps_per_s"] > 0
+
+
+def test_gradient_clipping_moves_by_clip_norm():
+    # ½‖θ − c‖² from θ = 0 with c = (3, 4): the gradient has norm ‖θ − c‖ = 5, 4, 3 on the
+    # first steps; clipped to norm 1, SGD with rate 1 moves exactly one unit towards c per step
+    # (unclipped, the first step would land on c).
+    c = np.array([3.0, 4.0])
+    state, history = fit(quadratic(c), state_of(np.zeros(2), optax.sgd(1.0)), DUMMY, num_steps=3, batch_size=2,
+                         steps_per_call=3, clip_norm=1.0, progress=False)
+    np.testing.assert_allclose(state.params, 3 * c / 5, rtol=1e-6)
+    np.testing.assert_allclose(history["grad_norm"], [5.0, 4.0, 3.0], rtol=1e-6)  # reported before clipping
+
+
+# ----------------------------------------------------------------------------- exact resume, checkpoints
+
+
+class TinyMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(nn.tanh(nn.Dense(8)(x)))[..., 0]
+
+
+@pytest.fixture(scope="module")
+def regression():
+    """A small MLP regression with Adam, clipping, EMA and loss noise from the step key."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(96, 2)).astype(np.float32)
+    y = np.sin(x[:, 0]) * x[:, 1]
+    model = TinyMLP()
+
+    def loss_fn(p, batch, key):
+        xb, yb = batch
+        residual = model.apply(p, xb + 0.01 * jax.random.normal(key, xb.shape)) - yb
+        return jnp.mean(residual**2), {"max_abs": jnp.max(jnp.abs(residual))}
+
+    state = TrainState.create(model.init(jax.random.PRNGKey(1), x[:1]), optax.adam(1e-2), jax.random.PRNGKey(0))
+    kwargs = dict(batch_size=16, steps_per_call=5, clip_norm=1.0, ema_decay=0.9, progress=False)
+    full, history = fit(loss_fn, state, (x, y), num_steps=20, **kwargs)
+    return dict(loss_fn=loss_fn, state=state, data=(x, y), kwargs=kwargs, full=full, history=history)
+
+
+def assert_states_equal(a, b):
+    for field in ("params", "ema_params", "opt_state", "step", "key"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(a, field), getattr(b, field))
+
+
+@pytest.mark.parametrize("stop", [10, 7])  # at a checkpoint_every boundary, and mid-call (final save at 7)
+def test_exact_resume_is_bit_identical(regression, tmp_path, stop):
+    r = regression
+    ckpt = tmp_path / "ckpt"
+    fit(r["loss_fn"], r["state"], r["data"], num_steps=stop, checkpoint_dir=ckpt, checkpoint_every=5, keep=2,
+        **r["kwargs"])
+    assert saved_steps(ckpt) == [5, stop]
+    resumed, history = fit(r["loss_fn"], r["state"], r["data"], num_steps=20, checkpoint_dir=ckpt,
+                           checkpoint_every=5, keep=2, resume=True, **r["kwargs"])
+    assert_states_equal(resumed, r["full"])  # bit-identical on CPU
+    np.testing.assert_array_equal(history["step"], np.arange(stop + 1, 21))
+    np.testing.assert_array_equal(history["loss"], r["history"]["loss"][stop:])
+    assert saved_steps(ckpt) == [15, 20]  # keep=2: only the newest two remain
+    again, history = fit(r["loss_fn"], r["state"], r["data"], num_steps=20, checkpoint_dir=ckpt, resume=True,
+                         **r["kwargs"])  # already complete: restores, runs nothing, compiles nothing
+    assert_states_equal(again, r["full"])
+    assert len(history["step"]) == 0 and history["compile_s"] == 0
+
+
+def test_checkpoint_errors(regression, tmp_path):
+    r = regression
+    args = (r["loss_fn"], r["state"], r["data"])
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fit(*args, num_steps=20, checkpoint_dir=missing, resume=True, **r["kwargs"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        fit(*args, num_steps=20, checkpoint_dir=tmp_path / "empty", resume=True, **r["kwargs"])
+
+    ckpt = tmp_path / "ckpt"
+    with checkpoint_manager(ckpt) as manager:
+        save_state(manager, r["full"])
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        fit(*args, num_steps=20, checkpoint_dir=ckpt, **r["kwargs"])
+    for file in (ckpt / "20").rglob("*"):  # truncate every file of the saved step
+        if file.is_file():
+            file.write_bytes(b"")
+    with pytest.raises(ValueError, match="corrupt"):
+        restore_state(ckpt, r["state"])
+
+    with checkpoint_manager(tmp_path / "nan") as manager, pytest.raises(FloatingPointError, match="non-finite"):
+        save_state(manager, r["state"].replace(ema_params=jax.tree.map(lambda p: p * jnp.nan, r["state"].params)))
+    assert saved_steps(tmp_path / "nan") == []
+
+
+# ----------------------------------------------------------------------------- non-finite losses
+
+
+@jax.custom_jvp
+def _spike(x):
+    """Zero, with an infinite derivative where ``x > 2.5``."""
+    return jnp.zeros_like(x)
+
+
+@_spike.defjvp
+def _spike_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _spike(x), jnp.where(x > 2.5, jnp.inf, 0.0) * dx
+
+
+def climbing(kind):
+    """Loss ``−θ`` (SGD with rate 1 gives θ = k after k steps) that turns non-finite for θ > 2.5,
+    i.e. at step 4: through the loss value (``"loss"``) or only through the gradient (``"grad"``)."""
+
+    def loss_fn(p, batch, key):
+        bad = jnp.where(p > 2.5, jnp.nan, 0.0) if kind == "loss" else _spike(p)
+        return -p + bad, {}
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad"])
+def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, kind):
+    state = TrainState.create(jnp.zeros((), jnp.float32), optax.sgd(1.0), jax.random.PRNGKey(0))
+    with pytest.raises(NonFiniteError, match="at step 4") as info:
+        fit(climbing(kind), state, DUMMY, num_steps=10, batch_size=2, steps_per_call=2, checkpoint_dir=tmp_path,
+            checkpoint_every=2, progress=False)
+    assert info.value.step == 4 and isinstance(info.value, FloatingPointError)
+    assert int(info.value.state.step) == 3 and float(info.value.state.params) == 3.0  # last good state
+    assert saved_steps(tmp_path) == [2]  # step 4 was in the second call: nothing saved after step 2
+    restored = restore_state(tmp_path, state)
+    assert int(restored.step) == 2 and float(restored.params) == 2.0
+
+
+def test_skip_mode_leaves_params_unchanged_on_bad_steps():
+    decay = 0.5
+
+    def loss_fn(p, batch, key):  # NaN loss on a random ~30% of the steps (finite gradient −1)
+        return -p + jnp.where(jax.random.uniform(key) < 0.3, jnp.nan, 0.0), {}
+
+    start = TrainState.create(jnp.zeros((), jnp.float32), optax.sgd(1.0), jax.random.PRNGKey(9))
+    state, history = fit(loss_fn, start, DUMMY, num_steps=20, batch_size=2, steps_per_call=10, ema_decay=decay,
+                         on_nonfinite="skip", progress=False)
+    skipped = history["skipped"]
+    np.testing.assert_array_equal(skipped, ~np.isfinite(history["loss"]))
+    assert 0 < history["num_skipped"] == skipped.sum() < 20
+    theta, ema = 0.0, 0.0
+    for bad in skipped:  # params and EMA only move on good steps
+        if not bad:
+            theta += 1.0
+            ema = decay * ema + (1 - decay) * theta
+    assert float(state.params) == theta == 20 - history["num_skipped"]
+    np.testing.assert_allclose(float(state.ema_params), ema, rtol=1e-6)
+    assert int(state.step) == 20
+
+    # The same run in "raise" mode (one call of 20 steps) stops at the first bad step, with
+    # later steps of the call (some finite) not applied: θ = number of good steps before it.
+    first_bad = int(history["step"][np.argmax(skipped)])
+    assert first_bad == 5  # with this key; steps 6-9 of the same call are finite
+    with pytest.raises(NonFiniteError, match=f"at step {first_bad} ") as info:
+        fit(loss_fn, start, DUMMY, num_steps=20, batch_size=2, steps_per_call=20, progress=False)
+    assert int(info.value.state.step) == first_bad - 1 and float(info.value.state.params) == first_bad - 1
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _gen(key, n):
+    return jax.random.normal(key, (n, 2))
+
+
+NAN_DATA = np.ones((8, 2), np.float32)
+NAN_DATA[3, 1] = np.nan
+
+
+@pytest.mark.parametrize(
+    "data, kwargs, match",
+    [
+        (NAN_DATA, {}, "NaN or inf"),
+        ([1.0, 2.0, 3.0], {}, "leading example axis"),
+        ("points.npy", {}, "data must be"),
+        (np.zeros((0, 2), np.float32), {}, "empty"),
+        ((np.zeros((8, 2)), np.zeros(7)), {}, "disagree"),
+        (np.zeros((8, 2), np.float32), {"batch_size": 16, "replace": False}, "exceeds the 8 examples"),
+        (lambda key, n: jnp.zeros((n + 1, 2)), {}, "batch_size=4"),
+        (lambda key, n: jnp.full((n, 2), jnp.inf), {}, "NaN or inf"),
+        (_gen, {"batch_size": 0}, "batch_size must be a positive int"),
+        (_gen, {"on_nonfinite": "ignore"}, "on_nonfinite"),
+        (_gen, {"ema_decay": 1.0}, "ema_decay"),
+        (_gen, {"clip_norm": -1.0}, "clip_norm"),
+        (_gen, {"checkpoint_every": 3, "steps_per_call": 2, "checkpoint_dir": "/tmp/x"}, "multiple of steps_per_call"),
+        (_gen, {"resume": True}, "need a checkpoint_dir"),
+    ],
+)
+def test_bad_input_raises_clear_errors(data, kwargs, match):
+    options = dict(num_steps=4, batch_size=4, progress=False) | kwargs
+    with pytest.raises(ValueError, match=match):
+        fit(quadratic(np.zeros(2)), state_of(np.zeros(2), optax.sgd(0.1)), data, **options)
+
+
+def test_bad_loss_fn_state_and_mesh():
+    state = state_of(np.zeros(2), optax.sgd(0.1))
+    with pytest.raises(ValueError, match="scalar loss"):
+        fit(lambda p, b, k: (p, {}), state, _gen, num_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="reserved"):
+        fit(lambda p, b, k: (jnp.sum(p), {"loss": 0.0}), state, _gen, num_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="TrainState"):
+        fit(quadratic(np.zeros(2)), {"params": 0}, _gen, num_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="key"):
+        TrainState.create(jnp.zeros(2), optax.sgd(0.1), 0)
+    with pytest.raises(ValueError, match="num_devices"):
+        data_mesh(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="'data' axis"):
+        fit(quadratic(np.zeros(2)), state, _gen, num_steps=1, batch_size=2, progress=False, mesh="data")
+
+
+def test_initialize_distributed_is_a_no_op_on_one_host(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    assert initialize_distributed() is False
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+
+def test_two_devices_match_one_device(tmp_path):
+    """The same run on 1 and 2 forced host devices: the batch is split over the mesh, so only
+    the order of the loss/gradient reductions differs (float32: ~1e-7 relative per step)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = Path(__file__).with_name("_two_device_run.py")
+    runs = {n: subprocess.Popen([sys.executable, str(script), str(n), str(tmp_path / f"{n}.npz")], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in (1, 2)}
+    for n, proc in runs.items():
+        output = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, output[-3000:]
+    one, two = (np.load(tmp_path / f"{n}.npz") for n in (1, 2))
+    assert int(one["mesh_devices"]) == 1 and int(two["mesh_devices"]) == 2
+    assert int(two["params_devices"]) == 2  # params replicated over both devices
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(two["params"], one["params"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(two["ema"], one["ema"], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- train_interpolant
+
+
+def test_train_interpolant_recovers_gaussian_data():
+    """Flow matching (linear path, velocity) on x0 ~ N(m, diag s²) with the model family of exact
+    Gaussian velocities v(t, x; m̂, ŝ) = α̇ m̂ + (αα̇ŝ² + σσ̇)/(α²ŝ² + σ²) (x − α m̂) (MATH.md §9.1):
+    the loss is minimised exactly at (m̂, ŝ) = (m, s)."""
+    m, s = np.array([1.0, -0.5], np.float32), np.array([0.5, 1.5], np.float32)
+
+    def apply_fn(p, t, x):
+        a, sigma, da, dsigma = linear.scales(t)
+        var = jnp.exp(2 * p["log_s"])
+        return da * p["m"] + (a * da * var + sigma * dsigma) / (a**2 * var + sigma**2) * (x - a * p["m"])
+
+    params = {"m": jnp.zeros(2), "log_s": jnp.zeros(2)}
+    data = lambda key, n: m + s * jax.random.normal(key, (n, 2))
+    optimizer = optax.adam(optax.cosine_decay_schedule(0.05, 600))
+    state, history = train_interpolant(apply_fn, params, linear, data, key=jax.random.PRNGKey(0), optimizer=optimizer,
+                                       num_steps=600, batch_size=256, steps_per_call=300, progress=False)
+    # Over 5 seeds the final (m̂, ŝ) deviate by ≤ 0.028 (seed-to-seed std ≈ 0.013 on the wide
+    # coordinate, SGD noise of a decaying Adam rate); 0.06 is ~4.5 std. Start: errors 1.0 and 0.5.
+    np.testing.assert_allclose(state.params["m"], m, atol=0.06)
+    np.testing.assert_allclose(np.exp(state.params["log_s"]), s, atol=0.06)
+    assert len(history["loss"]) == 600 and np.all(np.isfinite(history["loss"]))
