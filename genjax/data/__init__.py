@@ -1,0 +1,3 @@
+"""Data sets: 2-D toy sets with known densities where possible (``toy``)."""
+
+from . import toy
