@@ -22,6 +22,8 @@ import numpy as np
 import scipy.optimize
 import scipy.spatial.distance
 
+from . import likelihood
+
 __all__ = [
     "energy_distance",
     "mmd2",
@@ -219,9 +221,9 @@ def _sliced(x, y, key, num_projections, p):
 def sliced_wasserstein(x, y, key, num_projections: int = 128, p: float = 2):
     """Sliced Wasserstein ``SW_p = (E_θ W_p^p(θᵀX, θᵀY))^{1/p}`` with θ uniform on the unit sphere.
 
-    Each 1-D ``W_p^p = ∫₀¹ |F⁻¹(u) − G⁻¹(u)|^p du`` is exact for the empirical measures: sorted
-    projections for equal sizes, the merged quantile grid for unequal sizes.  Monte Carlo over
-    ``num_projections`` directions drawn with ``key`` (Bonneel et al. 2015).
+    Each 1-D ``W_p^p = ∫₀¹ |F⁻¹(u) − G⁻¹(u)|^p du`` is exact for the empirical measures, summed over
+    the merged grid of levels ``{i/n} ∪ {j/m}`` (plain sorted matching when ``n = m``).  Monte Carlo
+    over ``num_projections`` directions drawn with ``key`` (Bonneel et al. 2015).
     """
     x, y = _samples("sliced_wasserstein", x, y)
     _positive("sliced_wasserstein", "num_projections", num_projections, integer=True)
@@ -306,17 +308,15 @@ def nll(log_prob_values) -> tuple[float, float]:
     return -mean, se
 
 
-def bits_per_dim(log_prob_values, dim: int, bin_width: float = 2.0 / 256) -> tuple[float, float]:
-    """Mean bits/dim and its standard error: ``−(log p(x) + D log(bin_width)) / (D ln 2)`` (MATH.md §6).
+def bits_per_dim(log_prob_values, dim: int, *, num_bins: int = 256, data_range: float = 2.0) -> tuple[float, float]:
+    """Mean bits/dim and its standard error over per-point log-densities (nats).
 
-    ``bin_width = 2/256`` is 8-bit data scaled to ``[−1, 1]`` with uniform dequantisation;
-    ``bin_width = 1`` reports a continuous density as ``−log₂ p / D``.
+    Each value is :func:`genjax.likelihood.bits_per_dim` (MATH.md §6): ``num_bins``-level data
+    scaled to an interval of width ``data_range`` (8-bit data in [−1, 1]: 256 and 2).
     """
-    _positive("bits_per_dim", "dim", dim, integer=True)
-    _positive("bits_per_dim", "bin_width", bin_width)
     mean, se = _mean_and_se("bits_per_dim", log_prob_values)
-    scale = dim * math.log(2.0)
-    return -(mean + dim * math.log(bin_width)) / scale, se / scale
+    values = likelihood.bits_per_dim(jnp.asarray([mean, mean - se]), dim, num_bins=num_bins, data_range=data_range)
+    return float(values[0]), float(values[1] - values[0])
 
 
 # -- floors ---------------------------------------------------------------------------

@@ -133,4 +133,56 @@ def test_checkerboard_support_and_uniform_occupancy(samples):
     chi2 = np.sum((occupied - N / 32) ** 2 / (N / 32))
     assert chi2 < scipy.stats.chi2.ppf(1 - 1e-4, 31)
     assert toy.checkerboard.entropy == math.log(32)
-    assert float(toy.checkerboard.log_prob(jnp.array([1.0, 1.0]))) == -np.inf  # (⌊1/2⌋ + ⌊1/2⌋) even? no: 0 + 0 → inside
+    # FFJORD: x1 ∈ [0, 2) pairs with x2 ∈ [0, 2) ∪ [−4, −2)
+    lp = [float(toy.checkerboard.log_prob(jnp.array(p))) for p in ([1.0, 1.0], [1.0, -3.0], [1.0, -1.0], [1.0, 5.0])]
+    np.testing.assert_allclose(lp, [-math.log(32)] * 2 + [-np.inf] * 2, rtol=1e-6)
+
+
+def test_densities_integrate_to_one_and_entropies():
+    """Midpoint rule: exact for the checkerboard (cell edges on the square edges); spectrally accurate for
+    the smooth, 9σ-contained eight Gaussians, so only float32 rounding (~1e−6) remains.  The quadrature
+    entropy −Σ p log p h² checks the stored constant; a Monte-Carlo estimate must agree within 5 s.e."""
+    h = 0.05
+    p = np.exp(np.asarray(jax.vmap(toy.checkerboard.log_prob)(midpoint_grid(5.0, h)), np.float64))
+    assert p.sum() * h**2 == pytest.approx(1.0, abs=1e-5)
+    h = 0.02
+    lp = np.asarray(jax.vmap(toy.eight_gaussians.log_prob)(midpoint_grid(6.0, h)), np.float64)
+    p = np.exp(lp)
+    assert p.sum() * h**2 == pytest.approx(1.0, abs=1e-5)
+    assert -(p * lp).sum() * h**2 == pytest.approx(toy.eight_gaussians.entropy, abs=1e-5)
+
+
+def test_eight_gaussians_entropy_monte_carlo(samples):
+    lp = np.asarray(jax.vmap(toy.eight_gaussians.log_prob)(jnp.asarray(samples["eight_gaussians"])), np.float64)
+    assert abs(-lp.mean() - toy.eight_gaussians.entropy) < 5 * lp.std() / math.sqrt(N)
+
+
+def test_gaussian_mixture_builder():
+    # one component: exact entropy ½ log det(2πe Σ) and the scipy log-density
+    ds = toy.gaussian_mixture(gaussian([1.0, 2.0], [0.5, 2.0]), "g")
+    assert ds.name == "g" and ds.dim == 2
+    assert ds.entropy == pytest.approx(0.5 * 2 * (1 + math.log(2 * math.pi)) + math.log(0.5 * 2.0), rel=1e-6)
+    ref = scipy.stats.multivariate_normal([1.0, 2.0], np.diag([0.25, 4.0])).logpdf([0.3, -1.0])
+    assert float(ds.log_prob(jnp.array([0.3, -1.0]))) == pytest.approx(ref, rel=1e-5)
+    # two components 20σ apart in 3-D: entropy log 2 + ½·3·log(2πe); Monte Carlo with log p of
+    # variance d/2 = 1.5, so 5 s.e. = 5 sqrt(1.5/n)
+    mix = GaussianMixture.diagonal(jnp.ones(2), jnp.array([[-10.0, 0, 0], [10.0, 0, 0]]), 1.0)
+    n = 20000
+    ds = toy.gaussian_mixture(mix, "two", key=jax.random.key(5), num_entropy_samples=n)
+    assert ds.dim == 3 and ds.sample(KEY, 7).shape == (7, 3)
+    assert ds.entropy == pytest.approx(math.log(2) + 1.5 * math.log(2 * math.pi * math.e), abs=5 * math.sqrt(1.5 / n))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"unknown toy data set 'mnist'.*checkerboard.*two_spirals"):
+        toy.get("mnist")
+    for n in (0, 2.5, "10"):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            toy.moons.sample(KEY, n)
+    with pytest.raises(ValueError, match="PRNG key"):
+        toy.moons.sample(3, 10)
+    with pytest.raises(ValueError, match=r"one point of shape \(2,\)"):
+        toy.eight_gaussians.log_prob(jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match="GaussianMixture"):
+        toy.gaussian_mixture("eight")
+    assert toy.moons.log_prob is None and toy.moons.entropy is None

@@ -108,8 +108,13 @@ def gaussian_mixture(
     """
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"gaussian_mixture: mixture must be a genjax.targets.GaussianMixture, got {type(mixture)}")
-    if entropy is None:
-        entropy = mixture.entropy(jax.random.key(0) if key is None else key, num_entropy_samples)
+    if entropy is None and mixture.means.shape[0] == 1:
+        entropy = mixture.entropy()
+    elif entropy is None:
+        n = num_entropy_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"gaussian_mixture: num_entropy_samples must be an integer >= 2, got {n!r}")
+        entropy = jax.jit(mixture.entropy, static_argnums=1)(jax.random.key(0) if key is None else key, n)
     return _dataset(name, mixture.sample, mixture.log_prob, entropy, mixture.dim)
 
 
