@@ -14,7 +14,7 @@ from flax import struct
 
 from .interpolants import Interpolant, check_prediction
 
-__all__ = ["GaussianMixture", "gaussian"]
+__all__ = ["GaussianMixture", "gaussian", "noised"]
 
 
 @struct.dataclass
@@ -151,3 +151,13 @@ def gaussian(mean, std) -> GaussianMixture:
     """A single Gaussian ``N(mean, diag(std²))`` as a one-component mixture."""
     mean = jnp.atleast_1d(jnp.asarray(mean, jnp.float32))
     return GaussianMixture.diagonal(jnp.ones(1), mean[None, :], jnp.broadcast_to(jnp.asarray(std, jnp.float32), mean.shape)[None, :])
+
+
+def noised(mixture: GaussianMixture, sigma) -> GaussianMixture:
+    """The data convolved with ``N(0, σ² I)``: ``Σ_k w_k N(μ_k, Σ_k + σ² I)``.
+
+    The VE/NCSN noise-level convention (Song & Ermon 2019): ``noised(p, σ).score(x)`` is the
+    exact noise-conditional score ``s(σ, x)`` that annealed Langevin dynamics anneals through.
+    """
+    eye = jnp.eye(mixture.dim, dtype=mixture.covs.dtype)
+    return GaussianMixture(mixture.log_weights, mixture.means, mixture.covs + jnp.asarray(sigma) ** 2 * eye)

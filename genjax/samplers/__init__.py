@@ -1,20 +1,57 @@
 """Samplers: every one takes a per-sample model ``fn(t, x)``, an Interpolant and a prediction name.
 
 Generation runs from the prior at ``t_max`` down to ``t_min`` (data at t = 0; MATH.md §5).
+Langevin kernels (``ula``, ``mala``, ``sgld``) are ``init``/``step`` pairs over explicit state.
 """
 
 from .discrete import gaussian_step, sample_ddim, sample_ddpm
+from .heun import edm_sigmas, sample_heun, sigma_to_time
+from .langevin import (
+    PREDICTORS,
+    Kernel,
+    LangevinState,
+    MALAInfo,
+    MALAState,
+    SGLDInfo,
+    SGLDState,
+    langevin_move,
+    mala,
+    polynomial_decay,
+    run_chains,
+    sample_annealed_langevin,
+    sample_pc,
+    sgld,
+    ula,
+)
 from .ode import SOLVERS, integrate, sample_ode, velocity_field
 from .sde import reverse_drift, sample_sde
 
 __all__ = [
+    "Kernel",
+    "LangevinState",
+    "MALAInfo",
+    "MALAState",
+    "PREDICTORS",
+    "SGLDInfo",
+    "SGLDState",
     "SOLVERS",
+    "edm_sigmas",
     "gaussian_step",
     "integrate",
+    "langevin_move",
+    "mala",
+    "polynomial_decay",
     "reverse_drift",
+    "run_chains",
+    "sample_annealed_langevin",
     "sample_ddim",
     "sample_ddpm",
+    "sample_heun",
     "sample_ode",
+    "sample_pc",
     "sample_sde",
+    "sgld",
+    "sigma_to_time",
+    "ula",
     "velocity_field",
 ]

@@ -1,0 +1,351 @@
+"""Langevin samplers (MATH.md §5): ULA, MALA, SGLD, annealed Langevin, predictor–corrector.
+
+Every method is one move, ``x ← x + h ∇log p(x) + sqrt(2h) ξ`` (:func:`langevin_move`):
+
+* ULA — the move itself (Roberts & Tweedie 1996, "unadjusted");
+* MALA — the move as a proposal with a Metropolis–Hastings correction (Roberts & Tweedie 1996);
+* SGLD — the move with a minibatch gradient and a decaying step (Welling & Teh 2011);
+* annealed Langevin — ULA with ``h = a_i/2`` at decreasing noise levels (Song & Ermon 2019);
+* predictor–corrector — a reverse-time step plus ULA corrector steps (Song et al. 2021).
+
+Kernels follow blackjax: ``kernel.init(position) -> state`` and
+``kernel.step(key, state) -> (state, info)`` act on ONE chain with explicit state;
+:func:`run_chains` vmaps them over chains and scans the steps in one compiled call.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import check_batch, is_concrete
+from ..interpolants import Interpolant, check_prediction, convert
+from .ode import check_interval, check_positive_int, check_start, initial_state
+from .sde import _check_diffusion, _resolve_diffusion, reverse_drift
+
+__all__ = [
+    "Kernel",
+    "LangevinState",
+    "MALAState",
+    "MALAInfo",
+    "SGLDState",
+    "SGLDInfo",
+    "langevin_move",
+    "ula",
+    "mala",
+    "sgld",
+    "polynomial_decay",
+    "run_chains",
+    "sample_annealed_langevin",
+    "PREDICTORS",
+    "sample_pc",
+]
+
+PREDICTORS = ("reverse_sde", "ode")
+
+
+class Kernel(NamedTuple):
+    """A Markov kernel on one chain: ``init(position) -> state``, ``step(key, state) -> (state, info)``."""
+
+    init: Callable[[Any], Any]
+    step: Callable[[Any, Any], tuple[Any, Any]]
+
+
+class LangevinState(NamedTuple):
+    position: jax.Array
+
+
+class MALAState(NamedTuple):
+    position: jax.Array
+    log_prob: jax.Array
+    score: jax.Array
+
+
+class MALAInfo(NamedTuple):
+    acceptance_rate: jax.Array  # min(1, MH ratio) of this step's proposal
+    is_accepted: jax.Array
+
+
+class SGLDState(NamedTuple):
+    position: jax.Array
+    count: jax.Array  # step index k
+
+
+class SGLDInfo(NamedTuple):
+    step_size: jax.Array
+
+
+def langevin_move(x, score, step_size, noise):
+    """``x + h s + sqrt(2h) ξ``: Euler–Maruyama for ``dx = ∇log p dt + sqrt(2) dW`` with step ``h``."""
+    return x + step_size * score + jnp.sqrt(2.0 * step_size) * noise
+
+
+def _check_step_size(name, step_size):
+    if callable(step_size) or not is_concrete(step_size):
+        return
+    h = float(step_size)
+    if not (math.isfinite(h) and h > 0):
+        raise ValueError(f"{name}: step_size must be a finite positive number, got {step_size!r}")
+
+
+def _score_of(name, score_fn, log_prob_fn):
+    if (score_fn is None) == (log_prob_fn is None):
+        raise ValueError(f"{name}: pass exactly one of score_fn (x -> ∇log p(x)) or log_prob_fn (x -> log p(x))")
+    if score_fn is not None:
+        if not callable(score_fn):
+            raise ValueError(f"{name}: score_fn must be a callable x -> ∇log p(x), got {score_fn!r}")
+        return score_fn
+    if not callable(log_prob_fn):
+        raise ValueError(f"{name}: log_prob_fn must be a callable x -> log p(x), got {log_prob_fn!r}")
+    return jax.grad(log_prob_fn)
+
+
+def ula(step_size, *, score_fn: Callable | None = None, log_prob_fn: Callable | None = None) -> Kernel:
+    """Unadjusted Langevin: ``x ← x + h ∇log p(x) + sqrt(2h) ξ``.
+
+    Give the score ``score_fn(x)`` or the log-density ``log_prob_fn(x)`` (differentiated by
+    ``jax.grad``).  Biased for ``h > 0``: on ``N(0, s²)`` the stationary variance is
+    ``s² / (1 − h/(2s²))`` (MATH.md §9.8).
+    """
+    _check_step_size("ula", step_size)
+    score = _score_of("ula", score_fn, log_prob_fn)
+
+    def step(key, state):
+        x = state.position
+        x = langevin_move(x, score(x), step_size, jax.random.normal(key, x.shape, x.dtype))
+        return LangevinState(x), {}
+
+    return Kernel(LangevinState, step)
+
+
+def mala(log_prob_fn: Callable, step_size) -> Kernel:
+    """Metropolis-adjusted Langevin (Roberts & Tweedie 1996); exact stationary law ``p``.
+
+    Proposal ``y = x + h ∇log p(x) + sqrt(2h) ξ``, accepted with probability
+    ``min(1, p(y) q(x|y) / (p(x) q(y|x)))``, ``q(y|x) ∝ exp(−‖y − x − h∇log p(x)‖²/(4h))``.
+    """
+    if not callable(log_prob_fn):
+        raise ValueError(f"mala: log_prob_fn must be a callable x -> log p(x), got {log_prob_fn!r}")
+    _check_step_size("mala", step_size)
+    value_and_grad = jax.value_and_grad(log_prob_fn)
+
+    def init(position):
+        return MALAState(position, *value_and_grad(position))
+
+    def log_q(to, frm, frm_score):
+        return -jnp.sum((to - frm - step_size * frm_score) ** 2) / (4.0 * step_size)
+
+    def step(key, state):
+        k_move, k_accept = jax.random.split(key)
+        x = state.position
+        y = langevin_move(x, state.score, step_size, jax.random.normal(k_move, x.shape, x.dtype))
+        proposal = MALAState(y, *value_and_grad(y))
+        log_ratio = proposal.log_prob - state.log_prob + log_q(x, y, proposal.score) - log_q(y, x, state.score)
+        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+        accepted = jnp.log(jax.random.uniform(k_accept)) < log_ratio
+        new = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), proposal, state)
+        return new, MALAInfo(jnp.minimum(1.0, jnp.exp(log_ratio)), accepted)
+
+    return Kernel(init, step)
+
+
+def polynomial_decay(a: float, b: float = 1.0, gamma: float = 0.55) -> Callable:
+    """Step schedule ``h_k = a (b + k)^(−γ)`` (Welling & Teh 2011: ``γ ∈ (0.5, 1]``)."""
+    if not (a > 0 and b > 0 and 0 < gamma <= 1):
+        raise ValueError(f"polynomial_decay: need a > 0, b > 0 and 0 < gamma <= 1, got a={a}, b={b}, gamma={gamma}")
+    return lambda k: a * (b + k) ** (-gamma)
+
+
+def sgld(log_prior_fn: Callable, log_likelihood_fn: Callable, data, batch_size: int, step_size) -> Kernel:
+    """Stochastic-gradient Langevin dynamics (Welling & Teh 2011).
+
+    ``θ ← θ + h_k ĝ(θ) + sqrt(2 h_k) ξ`` with the unbiased minibatch gradient
+    ``ĝ = ∇[log p(θ) + (N/n) Σ_{j∈B} log p(x_j | θ)]`` (``n = batch_size`` indices drawn
+    uniformly with replacement from the ``N`` rows of ``data``) and ``h_k = step_size(k)``
+    (e.g. :func:`polynomial_decay`) or a constant.  In the paper's notation ``ε_k = 2 h_k``.
+    ``log_likelihood_fn(θ, x_j)`` is the log-likelihood of one datum.
+    """
+    data = jnp.asarray(data)
+    if data.ndim < 1 or data.shape[0] < 1:
+        raise ValueError(f"sgld: data must be an array of shape (N, ...) with N >= 1, got shape {data.shape}")
+    if int(batch_size) != batch_size or not 1 <= batch_size <= data.shape[0]:
+        raise ValueError(f"sgld: batch_size must be an integer in [1, N={data.shape[0]}], got {batch_size!r}")
+    _check_step_size("sgld", step_size)
+    num_data, batch_size = data.shape[0], int(batch_size)
+    schedule = step_size if callable(step_size) else (lambda k: step_size)
+
+    def log_post(theta, batch):
+        log_lik = jnp.sum(jax.vmap(lambda xj: log_likelihood_fn(theta, xj))(batch))
+        return log_prior_fn(theta) + (num_data / batch_size) * log_lik
+
+    def step(key, state):
+        k_batch, k_noise = jax.random.split(key)
+        batch = data[jax.random.randint(k_batch, (batch_size,), 0, num_data)]
+        theta = state.position
+        h = jnp.asarray(schedule(state.count), theta.dtype)
+        noise = jax.random.normal(k_noise, theta.shape, theta.dtype)
+        return SGLDState(langevin_move(theta, jax.grad(log_post)(theta, batch), h, noise), state.count + 1), SGLDInfo(h)
+
+    return Kernel(lambda position: SGLDState(position, jnp.zeros((), jnp.int32)), step)
+
+
+def _scan_kernel(kernel: Kernel, key, state, num_steps: int):
+    """``num_steps`` kernel steps of one chain by ``lax.scan``; returns (final state, stacked infos)."""
+    return jax.lax.scan(lambda s, k: kernel.step(k, s), state, jax.random.split(key, num_steps))
+
+
+@partial(jax.jit, static_argnames=("kernel", "num_steps"))
+def _run_chains(kernel, key, positions, num_steps):
+    states = jax.vmap(kernel.init)(positions)
+    keys = jax.random.split(key, positions.shape[0])
+    return jax.vmap(lambda k, s: _scan_kernel(kernel, k, s, num_steps), out_axes=(0, 1))(keys, states)
+
+
+def run_chains(kernel: Kernel, key, positions, num_steps: int):
+    """Run ``num_steps`` of ``kernel`` on every chain; one compiled call (vmap over chains, scan over steps).
+
+    Args:
+      kernel: from :func:`ula`, :func:`mala`, :func:`sgld` (or any ``Kernel``).
+      positions: initial positions, shape ``(num_chains, *event_shape)``.
+
+    Returns ``(states, infos)``: the final states (leading axis chains) and the per-step
+    infos stacked as ``(num_steps, num_chains, ...)`` (e.g. MALA acceptance rates).
+    """
+    if not isinstance(kernel, Kernel):
+        raise ValueError(f"run_chains: kernel must be a genjax Kernel(init, step), got {type(kernel).__name__}")
+    check_batch("run_chains: positions", positions, min_ndim=1)
+    positions = jnp.asarray(positions)
+    return _run_chains(kernel, key, positions, check_positive_int(num_steps, "run_chains: num_steps"))
+
+
+def _check_sigmas(name, sigmas):
+    if np.ndim(sigmas) != 1 or np.shape(sigmas)[0] < 1:
+        raise ValueError(f"{name}: sigmas must be a 1-D array of noise levels, got shape {np.shape(sigmas)}")
+    if is_concrete(sigmas):
+        values = np.asarray(sigmas)
+        if not (np.all(values > 0) and np.all(np.isfinite(values)) and np.all(np.diff(values) < 0)):
+            raise ValueError(f"{name}: sigmas must be finite, positive and strictly decreasing (largest first), got {values}")
+    return jnp.asarray(sigmas, jnp.float32)
+
+
+@partial(jax.jit, static_argnames=("score_fn", "steps_per_level", "denoise"))
+def _annealed(score_fn, key, x_init, sigmas, step_lr, steps_per_level, denoise):
+    step_sizes = 0.5 * step_lr * sigmas**2 / sigmas[-1] ** 2  # h_i = a_i / 2
+
+    def chain(key, x):
+        def level(x, inputs):
+            k, sigma, h = inputs
+            kernel = ula(h, score_fn=lambda y: score_fn(sigma, y))
+            state, _ = _scan_kernel(kernel, k, kernel.init(x), steps_per_level)
+            return state.position, None
+
+        x, _ = jax.lax.scan(level, x, (jax.random.split(key, sigmas.shape[0]), sigmas, step_sizes))
+        if denoise:  # Tweedie: E[x0 | x] = x + σ_L² s(σ_L, x)
+            x = x + sigmas[-1] ** 2 * score_fn(sigmas[-1], x)
+        return x
+
+    return jax.vmap(chain)(jax.random.split(key, x_init.shape[0]), x_init)
+
+
+def sample_annealed_langevin(score_fn: Callable, key, shape, sigmas, *, steps_per_level: int = 100,
+                             step_lr: float = 2e-5, denoise: bool = True, x_init=None):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) with a noise-conditional score.
+
+    For ``σ_1 > … > σ_L``: ``steps_per_level`` steps of
+    ``x ← x + (a_i/2) s(σ_i, x) + sqrt(a_i) ξ``, ``a_i = δ σ_i²/σ_L²`` (``δ = step_lr``),
+    i.e. :func:`ula` with ``h = a_i/2``; then, if ``denoise``, the Tweedie step
+    ``x + σ_L² s(σ_L, x)`` (Jolicoeur-Martineau et al. 2021; Song & Ermon 2020).
+
+    Args:
+      score_fn: per-sample ``score_fn(sigma, x) ≈ ∇ log p_σ(x)`` (data convolved with ``N(0, σ²I)``).
+      shape: ``(n, *event_shape)`` (may be ``None`` with ``x_init``); chains start at ``x_init``
+        or ``N(0, σ_1² I)``.
+
+    Returns ``(samples, stats)`` with ``stats["nfe"] = L · steps_per_level (+1)``.
+    """
+    if not callable(score_fn):
+        raise ValueError(f"sample_annealed_langevin: score_fn must be a callable (sigma, x) -> score, got {score_fn!r}")
+    sigmas = _check_sigmas("sample_annealed_langevin", sigmas)
+    steps = check_positive_int(steps_per_level, "sample_annealed_langevin: steps_per_level")
+    _check_step_size("sample_annealed_langevin (step_lr)", step_lr)
+    shape, x_init = check_start(key, shape, x_init)
+    k_init, k_run = jax.random.split(key)
+    if x_init is None:
+        x_init = sigmas[0] * jax.random.normal(k_init, shape)
+    samples = _annealed(score_fn, k_run, x_init, sigmas, jnp.float32(step_lr), steps, bool(denoise))
+    return samples, {"nfe": sigmas.shape[0] * steps + int(bool(denoise))}
+
+
+def _batch_norm(a):
+    """Mean over the batch of the per-sample Euclidean norms."""
+    return jnp.mean(jnp.sqrt(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=-1)))
+
+
+@partial(jax.jit, static_argnames=("fn", "interpolant", "prediction", "num_steps", "corrector_steps", "predictor"))
+def _pc(fn, interpolant, prediction, num_steps, corrector_steps, predictor, key, x, snr):
+    t_max, t_min = interpolant.t_max, interpolant.t_min
+    dt = (t_max - t_min) / num_steps
+    diffusion = _resolve_diffusion(interpolant, None) if predictor == "reverse_sde" else (lambda t: jnp.zeros(()))
+    drift = jax.vmap(reverse_drift(fn, interpolant, prediction, diffusion), in_axes=(None, 0))
+    score = jax.vmap(lambda t, y: convert(fn(t, y), prediction, "score", interpolant, t, y), in_axes=(None, 0))
+
+    def correct(t, alpha_ratio, x, key):
+        s, noise = score(t, x), jax.random.normal(key, x.shape, x.dtype)
+        h = 2.0 * alpha_ratio * (snr * _batch_norm(noise) / _batch_norm(s)) ** 2
+        return langevin_move(x, s, h, noise)
+
+    def step(x, inputs):
+        i, key = inputs
+        t = t_max - i * dt
+        k_corr, k_pred = jax.random.split(key)
+        alpha_ratio = (interpolant.alpha(t) / interpolant.alpha(t - dt)) ** 2  # 1 − β_i of DDPM; 1 for VE
+        x, _ = jax.lax.scan(lambda y, k: (correct(t, alpha_ratio, y, k), None), x,
+                            jax.random.split(k_corr, corrector_steps))
+        noise = jax.random.normal(k_pred, x.shape, x.dtype)
+        return x - drift(t, x) * dt + jnp.sqrt(2.0 * diffusion(t) * dt) * noise, None
+
+    x, _ = jax.lax.scan(step, x, (jnp.arange(num_steps), jax.random.split(key, num_steps)))
+    return x
+
+
+def sample_pc(fn: Callable, interpolant: Interpolant, key, shape=None, prediction: str = "score", *,
+              num_steps: int = 1000, corrector_steps: int = 1, snr: float = 0.16, predictor: str = "reverse_sde",
+              x_init=None):
+    """Predictor–corrector sampling (Song et al. 2021, Alg. 1, 4, 5) for any one-sided interpolant model.
+
+    On ``num_steps`` equal steps from ``t_max`` down to ``t_min``, at each ``t_i``:
+
+    * corrector: ``corrector_steps`` Langevin moves ``x ← x + h s(t_i, x) + sqrt(2h) ξ`` with the
+      signal-to-noise rule ``h = 2 α_i (r ‖ξ‖/‖s‖)²``, ``r = snr``, ``α_i = α(t_i)²/α(t_i − Δt)²``
+      (``1 − β_i`` for VP, ``1`` for VE).  As in the reference implementation the norms are
+      batch means of per-sample norms, so the step is shared by the batch;
+    * predictor: one Euler–Maruyama step ``t_i → t_i − Δt`` of the reverse SDE
+      ``dx = [v − ε s] dt + sqrt(2ε) dW̄`` with ``ε = g²/2`` (``predictor="reverse_sde"``, the
+      drift of :func:`genjax.samplers.sde.reverse_drift`) or the PF-ODE Euler step (``"ode"``, ε = 0).
+
+    Starts from ``x_init`` or the prior ``N(0, σ(t_max)² I)``; every step (the last included)
+    adds its noise.  Returns ``(samples, stats)`` with ``stats["nfe"] = num_steps · (1 + corrector_steps)``.
+    """
+    check_prediction(prediction)
+    if not callable(fn):
+        raise ValueError(f"sample_pc: fn must be a callable fn(t, x), got {fn!r}")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"sample_pc: predictor={predictor!r} is not known; expected one of {PREDICTORS}")
+    num_steps = check_positive_int(num_steps, "num_steps")
+    if isinstance(corrector_steps, bool) or int(corrector_steps) != corrector_steps or corrector_steps < 0:
+        raise ValueError(f"sample_pc: corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+    if not (math.isfinite(snr) and snr > 0):
+        raise ValueError(f"sample_pc: snr must be a finite positive number, got {snr!r}")
+    t_start, t_end = check_interval(interpolant, None, None, decreasing=True)
+    if predictor == "reverse_sde":
+        _check_diffusion(_resolve_diffusion(interpolant, None), t_start, t_end)
+    shape, x_init = check_start(key, shape, x_init)
+    k_init, k_run = jax.random.split(key)
+    x = initial_state(interpolant, k_init, shape, x_init, t_start)
+    samples = _pc(fn, interpolant, prediction, num_steps, int(corrector_steps), predictor, k_run, x, jnp.float32(snr))
+    return samples, {"nfe": num_steps * (1 + int(corrector_steps))}
