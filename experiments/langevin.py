@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from genjax import metrics  # noqa: E402
 from genjax.losses.score import geometric_sigmas  # noqa: E402
-from genjax.report import experiment_parser, markdown_table, output_dir, write_results  # noqa: E402
+from genjax.report import parse_config, markdown_table, output_dir, write_results  # noqa: E402
 from genjax.samplers.langevin import mala, run_chains, sample_annealed_langevin, ula  # noqa: E402
 from genjax.targets import GaussianMixture, noised  # noqa: E402
 
@@ -51,11 +51,7 @@ class Config:
 
 
 def main():
-    parser = experiment_parser(__doc__.splitlines()[0])
-    for field in dataclasses.fields(Config):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
-    args = parser.parse_args()
-    cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    cfg, args = parse_config(Config, __doc__.splitlines()[0])
     out = output_dir(__file__, args.out)
     key = jax.random.key(args.seed)
     k_init, k_ula, k_mala, k_ann, k_ref, k_floor = jax.random.split(key, 6)

@@ -33,7 +33,7 @@ from genjax import interpolants, metrics  # noqa: E402
 from genjax.data import toy  # noqa: E402
 from genjax.losses.score import geometric_sigmas  # noqa: E402
 from genjax.nets import TimeMLP  # noqa: E402
-from genjax.report import experiment_parser, markdown_table, output_dir, write_results  # noqa: E402
+from genjax.report import parse_config, markdown_table, output_dir, write_results  # noqa: E402
 from genjax.samplers import sample_ode, sample_sde  # noqa: E402
 from genjax.samplers.heun import sample_heun  # noqa: E402
 from genjax.samplers.langevin import sample_annealed_langevin, sample_pc  # noqa: E402
@@ -99,11 +99,7 @@ def samplers(cfg: Config, ve, sigma_max: float, fn):
 
 
 def main():
-    parser = experiment_parser(__doc__.splitlines()[0])
-    for field in dataclasses.fields(Config):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
-    args = parser.parse_args()
-    cfg = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    cfg, args = parse_config(Config, __doc__.splitlines()[0])
     out = output_dir(__file__, args.out)
     dataset = toy.get(cfg.dataset)
     key = jax.random.key(args.seed)

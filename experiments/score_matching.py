@@ -28,7 +28,7 @@ import optax  # noqa: E402
 
 from genjax.losses.score import dsm, esm, ssm  # noqa: E402
 from genjax.nets import TimeMLP  # noqa: E402
-from genjax.report import experiment_parser, markdown_table, output_dir, write_results  # noqa: E402
+from genjax.report import parse_config, markdown_table, output_dir, write_results  # noqa: E402
 from genjax.targets import GaussianMixture  # noqa: E402
 from genjax.train import TrainState, fit  # noqa: E402
 
@@ -152,15 +152,7 @@ def scaling_figure(path, rows, dims):
 
 
 def main():
-    parser = experiment_parser(__doc__.splitlines()[0])
-    for field in dataclasses.fields(Config):
-        if field.name == "dims":
-            parser.add_argument("--dims", type=int, nargs="+", default=list(field.default))
-        else:
-            parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
-    args = parser.parse_args()
-    cfg = Config(**{f.name: (tuple(args.dims) if f.name == "dims" else getattr(args, f.name))
-                    for f in dataclasses.fields(Config)})
+    cfg, args = parse_config(Config, __doc__.splitlines()[0])
     out = output_dir(__file__, args.out)
     key = jax.random.key(args.seed)
     k_2d, k_dim = jax.random.split(key)

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
-__all__ = ["experiment_parser", "output_dir", "environment", "write_results", "markdown_table", "to_jsonable"]
+__all__ = ["experiment_parser", "parse_config", "output_dir", "environment", "write_results", "markdown_table", "to_jsonable"]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "diffrax", "orbax-checkpoint", "numpy", "scipy")
 
@@ -34,6 +34,28 @@ def experiment_parser(description: str, **defaults: Any) -> argparse.ArgumentPar
     parser.add_argument("--seed", type=int, default=defaults.get("seed", 0), help="PRNG seed")
     parser.add_argument("--out", type=str, default=None, help="output folder (default runs/<script name>)")
     return parser
+
+
+def parse_config(config_cls, description: str, argv=None):
+    """Parse ``--seed``, ``--out`` and one ``--flag`` per field of the frozen dataclass ``config_cls``.
+
+    Returns ``(config, args)``; flag names are the field names with ``-`` for ``_``, typed by
+    the field defaults (booleans as ``--flag/--no-flag``, tuples as several values).
+    """
+    parser = experiment_parser(description)
+    fields = dataclasses.fields(config_cls)
+    for field in fields:
+        flag, kind = "--" + field.name.replace("_", "-"), type(field.default)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        elif kind is tuple:  # a tuple default takes several values of its first element's type
+            parser.add_argument(flag, type=type(field.default[0]), nargs="+", default=field.default)
+        else:
+            parser.add_argument(flag, type=kind, default=field.default)
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return config_cls(**values), args
 
 
 def output_dir(script: str, out: str | None = None) -> Path:
