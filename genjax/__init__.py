@@ -4,7 +4,7 @@ Data at t = 0, prior at t = 1 (MATH.md).  A model is a per-sample callable ``fn(
 every loss, sampler and likelihood takes it with an ``Interpolant`` and a prediction name.
 """
 
-from . import data, interpolants, losses, metrics, nets, samplers, stats, targets, train
+from . import data, flows, interpolants, losses, metrics, nets, samplers, stats, targets, train
 from .interpolants import Interpolant, convert
 from .likelihood import bits_per_dim, cnf_log_prob, log_likelihood
 from .losses import interpolant_loss
@@ -21,6 +21,7 @@ __all__ = [
     "convert",
     "data",
     "fit",
+    "flows",
     "interpolant_loss",
     "interpolants",
     "log_likelihood",

@@ -35,19 +35,19 @@ def normal_log_prob(z, std=1.0):
 
 
 def exact_divergence(f, x, probe=None):
-    """``(f(x), ∇·f(x))`` with the trace of the Jacobian from ``d`` JVPs on the basis vectors (vmapped)."""
+    """``(f(x), ∇·f(x), ‖∂f/∂x‖_F²)`` from the ``d`` Jacobian columns (JVPs on the basis vectors, vmapped)."""
     del probe
     y, jvp = jax.linearize(f, x)
     d = x.size
     basis = jnp.eye(d, dtype=x.dtype).reshape((d, *x.shape))
     columns = jax.vmap(jvp)(basis).reshape(d, d)  # row i = J e_i, flattened
-    return y, jnp.trace(columns)
+    return y, jnp.trace(columns), jnp.sum(columns**2)
 
 
 def hutchinson_divergence(f, x, probe):
-    """``(f(x), ξᵀ (∂f/∂x) ξ)``: Hutchinson's unbiased trace estimate from one JVP (Hutchinson 1989)."""
+    """``(f(x), ξᵀ J ξ, ‖J ξ‖²)`` from one JVP: unbiased estimates of ``tr J`` (Hutchinson 1989) and ``‖J‖_F²``."""
     y, jv = jax.jvp(f, (x,), (probe,))
-    return y, jnp.sum(probe * jv)
+    return y, jnp.sum(probe * jv), jnp.sum(jv**2)
 
 
 _DIVERGENCE_FNS = {"exact": exact_divergence, "hutchinson": hutchinson_divergence}
@@ -66,7 +66,7 @@ def _check_choice(value, name, choices):
 
 def cnf_log_prob(field, x, key=None, *, t0=0.0, t1=1.0, base_log_prob=normal_log_prob, divergence="exact",
                  probe="rademacher", solver="tsit5", rtol=1e-5, atol=1e-5, num_steps=100, max_steps=None,
-                 adjoint=None, return_stats=False):
+                 adjoint=None, return_stats=False, regularization=False):
     """``log p_{t0}(x)`` for each row of ``x`` under the flow ``dz/dt = field(t, z)`` (MATH.md §6).
 
     Solves ``d(z, L)/dt = (field(t, z), ∇·field(t, z))`` from ``(x, 0)`` at ``t0`` to ``t1`` and
@@ -89,6 +89,9 @@ def cnf_log_prob(field, x, key=None, *, t0=0.0, t1=1.0, base_log_prob=normal_log
       solver, rtol, atol, num_steps, max_steps: as in :func:`genjax.samplers.integrate`.
       return_stats: also return ``{nfe, nfe_mean, num_steps, ...}``; ``nfe`` counts
         evaluations of the augmented field, each one call of ``field`` plus its JVPs.
+      regularization: also integrate the RNODE terms (Finlay et al. 2020) ``∫‖f‖² dt`` and
+        ``∫‖∂f/∂z‖_F² dt`` (exact, or the unbiased ``‖Jξ‖²`` with Hutchinson), returned per row
+        as ``stats["kinetic"]`` and ``stats["jacobian_frobenius"]`` (needs ``return_stats``).
 
     Returns:
       ``(n,)`` log-densities in nats (and stats if ``return_stats``).
@@ -108,17 +111,20 @@ def cnf_log_prob(field, x, key=None, *, t0=0.0, t1=1.0, base_log_prob=normal_log
 
     def augmented(t, state, args):
         params, xi = args
-        dz, div = div_fn(lambda z: converted(t, z, *params), state[0], xi)
-        return dz, div
+        dz, div, frobenius = div_fn(lambda z: converted(t, z, *params), state[0], xi)
+        return (dz, div, jnp.sum(dz**2), frobenius) if regularization else (dz, div)
 
     def per_sample(x0, xi):
         # The log-det carry starts as 0·Σx0 so that it is batched under vmap: an unbatched carry (e.g. a field
         # whose divergence does not depend on z) gets its parameter cotangent counted n times on fixed-step
         # solves (diffrax 0.7.2 / equinox 0.13.8; jnp.zeros_like is not enough, it stays unbatched).
-        y0 = (x0, 0.0 * jnp.sum(x0))
-        (z1, delta), stats = integrate(augmented, y0, t0, t1, solver=solver, num_steps=num_steps, rtol=rtol,
-                                       atol=atol, max_steps=max_steps, args=(consts, xi), adjoint=adjoint)
-        return base_log_prob(z1) + delta, stats
+        zero = 0.0 * jnp.sum(x0)
+        y0 = (x0, zero, zero, zero) if regularization else (x0, zero)
+        y1, stats = integrate(augmented, y0, t0, t1, solver=solver, num_steps=num_steps, rtol=rtol,
+                              atol=atol, max_steps=max_steps, args=(consts, xi), adjoint=adjoint)
+        if regularization:  # RNODE (Finlay et al. 2020): ∫‖f‖² dt and ∫‖∂f/∂z‖_F² dt (exact or ‖Jξ‖² estimate)
+            stats = {**stats, "kinetic": y1[2], "jacobian_frobenius": y1[3]}
+        return base_log_prob(y1[0]) + y1[1], stats
 
     log_prob, stats = jax.vmap(per_sample, in_axes=(0, None if probes is None else 0))(x, probes)
     return (log_prob, summarize(stats)) if return_stats else log_prob

@@ -1,3 +1,3 @@
-"""Data sets: 2-D toy sets with known densities where possible (``toy``)."""
+"""Data sets: 2-D toy sets with known densities where possible (``toy``), 8×8 digits (``images``)."""
 
-from . import toy
+from . import images, toy
