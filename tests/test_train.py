@@ -363,3 +363,15 @@ def test_train_interpolant_recovers_gaussian_data():
     np.testing.assert_allclose(state.params["m"], m, atol=0.06)
     np.testing.assert_allclose(np.exp(state.params["log_s"]), s, atol=0.06)
     assert len(history["loss"]) == 600 and np.all(np.isfinite(history["loss"]))
+
+
+def test_unrolled_scan_gives_the_same_training():
+    """``unroll`` only changes how the scan is compiled: same losses and parameters (float tolerance)."""
+    loss = lambda p, b, k: (jnp.mean((b @ p - 1.0) ** 2), {})  # noqa: E731
+    data = jax.random.normal(jax.random.key(3), (64, 3))
+    runs = [fit(loss, TrainState.create(jnp.zeros(3), optax.adam(0.05), jax.random.key(0)), data, num_steps=30,
+                batch_size=8, steps_per_call=10, unroll=u, progress=False) for u in (1, 4)]
+    np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(runs[0][0].params, runs[1][0].params, rtol=1e-6)
+    with pytest.raises(ValueError, match="unroll"):
+        fit(loss, runs[0][0], data, num_steps=40, batch_size=8, unroll=0)

@@ -170,9 +170,9 @@ def _make_step(loss_fn: LossFn, draw, *, ema_decay: float, clip_norm: float | No
     return step
 
 
-def _run_chunk(step, num: int, state: TrainState, arrays):
+def _run_chunk(step, num: int, unroll: int, state: TrainState, arrays):
     """``num`` steps in one ``lax.scan``; returns the new state and per-step metrics."""
-    return jax.lax.scan(lambda carry, _: step(carry, arrays), state, length=num)
+    return jax.lax.scan(lambda carry, _: step(carry, arrays), state, length=num, unroll=min(unroll, num))
 
 
 # ----------------------------------------------------------------------------- records
@@ -273,6 +273,7 @@ def fit(
     num_steps: int,
     batch_size: int,
     steps_per_call: int = 100,
+    unroll: int = 1,
     replace: bool = True,
     ema_decay: float = 0.999,
     clip_norm: float | None = None,
@@ -298,6 +299,9 @@ def fit(
       steps_per_call: updates per compiled call (one ``lax.scan``; the host syncs once per
         call). Calls are aligned to multiples of it in the global step, so a resumed run
         makes the same calls as an uninterrupted one.
+      unroll: steps unrolled per iteration of that scan (``lax.scan(unroll=...)``). On XLA:CPU
+        some ops (convolution gradients) run far slower inside loop bodies; unrolling ~10
+        recovers plain-``jit`` speed at the cost of compile time.
       ema_decay: ``d`` in ``ema ← d·ema + (1−d)·params``, in ``[0, 1)``.
       clip_norm: if set, gradients are clipped by global norm (``optax.clip_by_global_norm``)
         before ``state.tx``, applied explicitly so the optimizer state keeps its structure.
@@ -325,6 +329,8 @@ def fit(
     if not isinstance(state, TrainState):
         raise ValueError(f"state must be a TrainState (TrainState.create(params, tx, key)), got {type(state).__name__}")
     log_every = steps_per_call if log_every is None else log_every
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
     _check_options(num_steps, batch_size, steps_per_call, log_every, keep, on_nonfinite, ema_decay, clip_norm,
                    checkpoint_dir, checkpoint_every, resume, mesh)
     sharding = None if mesh is None else replicated(mesh)
@@ -345,7 +351,7 @@ def fit(
             num = min(steps_per_call - current % steps_per_call, num_steps - current)
             if num not in compiled:
                 tic = time.perf_counter()
-                chunk = jax.jit(functools.partial(_run_chunk, step, num), out_shardings=sharding)
+                chunk = jax.jit(functools.partial(_run_chunk, step, num, unroll), out_shardings=sharding)
                 compiled[num] = chunk.lower(state, arrays).compile()
                 compile_s += time.perf_counter() - tic
             tic = time.perf_counter()
