@@ -38,6 +38,8 @@ class Config:
     batch_size: int = 256
     hidden: int = 256
     depth: int = 3
+    time_frequencies: int = 16
+    max_frequency: float = 1000.0
     lr: float = 2e-3
     ema_decay: float = 0.999
     clip_norm: float = 1.0
@@ -94,7 +96,8 @@ def main():
     }
     true_nll = float(-jnp.mean(jax.vmap(dataset.log_prob)(test))) if dataset.log_prob is not None else None
 
-    net = TimeMLP(hidden=(cfg.hidden,) * cfg.depth)
+    net = TimeMLP(hidden=(cfg.hidden,) * cfg.depth, num_frequencies=cfg.time_frequencies,
+                  max_frequency=cfg.max_frequency)
     params0 = net.init(k_train, jnp.zeros(()), jnp.zeros((2,)))
     optimizer = optax.adam(cfg.lr)
     rows, runs = [], {}
