@@ -38,8 +38,8 @@ class Config:
     batch_size: int = 256
     hidden: int = 256
     depth: int = 3
-    time_frequencies: int = 16
-    max_frequency: float = 1000.0
+    time_frequencies: int = 8
+    max_frequency: float = 30.0
     lr: float = 2e-3
     ema_decay: float = 0.999
     clip_norm: float = 1.0

