@@ -26,7 +26,7 @@ import numpy as np
 from .._checks import check_batch, is_concrete
 from ..interpolants import Interpolant, check_prediction, convert
 from .ode import check_interval, check_positive_int, check_start, initial_state
-from .sde import _check_diffusion, _resolve_diffusion, reverse_drift
+from .sde import check_diffusion, resolve_diffusion, reverse_drift
 
 __all__ = [
     "Kernel",
@@ -290,7 +290,7 @@ def _batch_norm(a):
 def _pc(fn, interpolant, prediction, num_steps, corrector_steps, predictor, key, x, snr):
     t_max, t_min = interpolant.t_max, interpolant.t_min
     dt = (t_max - t_min) / num_steps
-    diffusion = _resolve_diffusion(interpolant, None) if predictor == "reverse_sde" else (lambda t: jnp.zeros(()))
+    diffusion = resolve_diffusion(interpolant, None) if predictor == "reverse_sde" else (lambda t: jnp.zeros(()))
     drift = jax.vmap(reverse_drift(fn, interpolant, prediction, diffusion), in_axes=(None, 0))
     score = jax.vmap(lambda t, y: convert(fn(t, y), prediction, "score", interpolant, t, y), in_axes=(None, 0))
 
@@ -343,7 +343,7 @@ def sample_pc(fn: Callable, interpolant: Interpolant, key, shape=None, predictio
         raise ValueError(f"sample_pc: snr must be a finite positive number, got {snr!r}")
     t_start, t_end = check_interval(interpolant, None, None, decreasing=True)
     if predictor == "reverse_sde":
-        _check_diffusion(_resolve_diffusion(interpolant, None), t_start, t_end)
+        check_diffusion(resolve_diffusion(interpolant, None), t_start, t_end)
     shape, x_init = check_start(key, shape, x_init)
     k_init, k_run = jax.random.split(key)
     x = initial_state(interpolant, k_init, shape, x_init, t_start)

@@ -23,7 +23,7 @@ import numpy as np
 from ..interpolants import Interpolant, check_prediction, convert
 from .ode import check_interval, check_positive_int, check_start, initial_state
 
-__all__ = ["sample_sde", "reverse_drift"]
+__all__ = ["sample_sde", "reverse_drift", "resolve_diffusion", "check_diffusion"]
 
 
 def reverse_drift(fn, interpolant: Interpolant, prediction: str, diffusion):
@@ -38,7 +38,7 @@ def reverse_drift(fn, interpolant: Interpolant, prediction: str, diffusion):
     return drift
 
 
-def _resolve_diffusion(interpolant: Interpolant, diffusion):
+def resolve_diffusion(interpolant: Interpolant, diffusion):
     """``diffusion`` or the default ``ε(t) = g(t)²/2`` of the interpolant."""
     if diffusion is not None:
         return diffusion
@@ -49,7 +49,8 @@ def _resolve_diffusion(interpolant: Interpolant, diffusion):
     return eps
 
 
-def _check_diffusion(diffusion, t_start, t_end):
+def check_diffusion(diffusion, t_start, t_end):
+    """Raise ``ValueError`` unless ``diffusion(t)`` is a finite scalar ``>= 0`` on a grid of ``[t_end, t_start]``."""
     ts = np.linspace(t_end, t_start, 17)
     try:
         values = np.asarray(jax.vmap(lambda t: jnp.asarray(diffusion(t), jnp.float32) * jnp.ones(()))(jnp.asarray(ts)))
@@ -70,7 +71,7 @@ def _check_diffusion(diffusion, t_start, t_end):
 def _sample_sde(fn, interpolant, prediction, diffusion, shape, num_steps, key, x_init, t_start, t_end):
     k_init, k_paths = jax.random.split(key)
     x = initial_state(interpolant, k_init, shape, x_init, t_start)
-    diffusion = _resolve_diffusion(interpolant, diffusion)
+    diffusion = resolve_diffusion(interpolant, diffusion)
     drift = reverse_drift(fn, interpolant, prediction, diffusion)
 
     def noise(t, y, args):
@@ -115,5 +116,5 @@ def sample_sde(fn, interpolant: Interpolant, key, shape=None, prediction: str = 
     shape, x_init = check_start(key, shape, x_init)
     if diffusion is not None and not callable(diffusion):
         raise ValueError(f"diffusion must be a callable ε(t) >= 0 or None, got {diffusion!r}")
-    _check_diffusion(_resolve_diffusion(interpolant, diffusion), t_start, t_end)
+    check_diffusion(resolve_diffusion(interpolant, diffusion), t_start, t_end)
     return _sample_sde(fn, interpolant, prediction, diffusion, shape, num_steps, key, x_init, t_start, t_end)
