@@ -27,6 +27,7 @@ __all__ = [
     "convert",
     "check_prediction",
     "check_interpolant",
+    "check_domain",
     "linear",
     "trig",
     "vp",
@@ -259,6 +260,113 @@ def convert(value, frm: str, to: str, interpolant: Interpolant, t, x):
     return da * (x - s * eps) / a + ds * eps
 
 
+# A divisor at or below this is zero up to float32 rounding (cos(π/2) gives −4e−8; α, σ, D are O(1) scales).
+_SINGULAR = float(np.finfo(np.float32).eps)
+_SYMBOLS = {"alpha": "α", "sigma": "σ", "D": "D"}
+
+
+def _divisors(frm: str, to: str) -> dict[str, str]:
+    """``{quantity: formula}``: what converting ``frm`` into ``to`` divides by (MATH.md §3)."""
+    if frm == to:
+        return {}
+    if frm == "noise":
+        return {"sigma": "s = −ε̂/σ"} if to == "score" else {"alpha": "x̂0 = (x − σ ε̂)/α"}
+    if frm == "data":
+        return {"sigma": "ε̂ = (x − α x̂0)/σ"}
+    if frm == "score":
+        need = {"sigma": "the score target −ε/σ is unbounded as σ → 0"}
+        if to in ("data", "velocity"):
+            need["alpha"] = "x̂0 = (x + σ² s)/α"
+        return need
+    need = {"D": "x̂0 = (σ̇ x − σ v)/D, ε̂ = (α v − α̇ x)/D"}
+    if to == "score":
+        need["sigma"] = "s = −ε̂/σ"
+    return need
+
+
+def _suggest(ip: Interpolant, field: str, value: float) -> str:
+    """``e.g. genjax.interpolants.linear(t_max=0.999)`` (or ``.replace(...)`` for other interpolants)."""
+    if globals().get(ip.name) is ip:
+        return f"genjax.interpolants.{ip.name}({field}={value:g})"
+    return f"interpolant.replace({field}={value:g})"
+
+
+def check_domain(interpolant: Interpolant, prediction: str, t_lo, t_hi, *, to="velocity",
+                 what: str = "check_domain") -> Interpolant:
+    """Raise a ``ValueError`` if a ``prediction`` model cannot be converted to ``to`` on ``[t_lo, t_hi]``.
+
+    Conversions (MATH.md §3) divide by ``α`` (noise → data/velocity, score → data/velocity),
+    by ``σ`` (data → any, noise → score, velocity → score) or by ``D = α σ̇ − σ α̇``
+    (velocity → noise/data/score); a score model needs ``σ > 0`` for any conversion, as its
+    target ``−ε/σ`` is unbounded where ``σ → 0``.  Samplers and likelihoods call this before
+    any work.  ``α``, ``σ`` and ``D`` are evaluated on 257 points of ``[t_lo, t_hi]`` (ends
+    included); a value ``≤ 1.2e-7`` (float32 eps: zero up to rounding) or not finite is
+    singular, and the message says where, what vanishes and how to avoid it.
+
+    Args:
+      interpolant: a one-sided :class:`Interpolant`.
+      prediction: what the model predicts (``velocity | noise | data | score``).
+      t_lo, t_hi: concrete times, ``0 <= t_lo <= t_hi <= 1``, where the model is evaluated.
+      to: the target or targets the caller converts to (default ``"velocity"``: ODE
+        samplers and likelihoods; an SDE sampler also needs ``"score"``).
+      what: the caller's name, used as the message prefix.
+
+    Returns ``interpolant``.
+    """
+    check_prediction(prediction)
+    targets = (to,) if isinstance(to, str) else tuple(to)
+    for target in targets:
+        check_prediction(target, "to")
+    needs = {}
+    for target in targets:
+        for quantity, formula in _divisors(prediction, target).items():
+            needs.setdefault(quantity, (target, formula))
+    if not needs:
+        return interpolant
+    if interpolant.two_sided:
+        raise ValueError(f"{what}: converting prediction={prediction!r} needs a one-sided (Gaussian-prior) "
+                         "interpolant; got a two-sided one")
+    try:
+        t_lo, t_hi = float(t_lo), float(t_hi)
+    except TypeError as err:  # includes tracers under jit
+        raise ValueError(f"{what}: t_lo and t_hi must be concrete numbers, got {t_lo!r}, {t_hi!r}") from err
+    if not 0.0 <= t_lo <= t_hi <= 1.0:
+        raise ValueError(f"{what}: need 0 <= t_lo <= t_hi <= 1, got t_lo={t_lo}, t_hi={t_hi}")
+    ts = np.linspace(t_lo, t_hi, 257)
+    a, s, da, ds = (np.asarray(v, np.float64) for v in jax.vmap(interpolant.scales)(jnp.asarray(ts)))
+    values = {"alpha": a, "sigma": s, "D": a * ds - s * da}
+    for quantity, (target, formula) in needs.items():
+        v = np.where(np.isfinite(values[quantity]), values[quantity], -np.inf)
+        if (v > _SINGULAR).all():
+            continue
+        i = int(np.argmin(v))
+        t, sym = float(ts[i]), _SYMBOLS[quantity]
+        problem = (f"{what}: prediction={prediction!r} on {interpolant.name!r} is singular at t = {t:.4g} "
+                   f"({sym}({t:.4g}) = {values[quantity][i]:.3g}): converting {prediction} to {target} needs "
+                   f"{sym} > 0 ({formula}; MATH.md §3)")
+        raise ValueError(f"{problem}; {_remedy(interpolant, ts, i, prediction)}")
+    return interpolant
+
+
+def _remedy(ip: Interpolant, ts, i: int, prediction: str) -> str:
+    """How to keep the solver away from ``ts[i]``: a shorter interval, or a velocity model."""
+    t = float(ts[i])
+    upper = t - ts[0] > ts[-1] - t  # the singular point sits at the high (α → 0) or low (σ → 0) end
+    field = "t_max" if upper else "t_min"
+    fix = f"pass an interpolant with {field} {'<' if upper else '>'} {t:.4g}"
+    for step in (1e-3, 1e-2, 1e-1):
+        cand = round(t - step, 3) if upper else round(t + step, 3)
+        if 0.0 <= cand <= 1.0:
+            a, s, da, ds = (float(v) for v in ip.scales(jnp.float32(cand)))
+            checked = {"α": a, "σ": s, "D": a * ds - s * da}
+            if all(math.isfinite(v) and v > _SINGULAR for v in checked.values()):
+                fix += f", e.g. {_suggest(ip, field, cand)}"
+                break
+    if prediction != "velocity":
+        fix += " (or predict 'velocity', which needs only D > 0)"
+    return fix
+
+
 # ---------------------------------------------------------------------------------
 # Presets (MATH.md §2). Each preset is an Interpolant; calling it with keyword
 # arguments returns a re-parameterised copy, e.g. ``vp(beta_max=10.0)``.
@@ -313,7 +421,21 @@ def _trig(t_min: float = 0.0, t_max: float = 1.0, validate: bool = True):
     )
 
 
-def _vp_alpha(beta_min, beta_max):
+def _check_range(preset: str, condition: Callable[..., bool], need: str, **got) -> None:
+    """Raise a ``ValueError`` naming the preset's parameters unless ``condition(**got)`` holds."""
+    try:
+        ok = bool(condition(**got))
+    except TypeError:  # e.g. a string where a number belongs
+        ok = False
+    if not ok:
+        values = ", ".join(f"{k}={v!r}" for k, v in got.items())
+        raise ValueError(f"{preset}: need {need}, got {values}")
+
+
+def _vp_alpha(preset, beta_min, beta_max):
+    _check_range(preset, lambda beta_min, beta_max: 0 < beta_min < beta_max < math.inf,
+                 "0 < beta_min < beta_max < inf (noise rates)", beta_min=beta_min, beta_max=beta_max)
+
     def log_alpha(t):
         return -0.5 * (beta_min * t + 0.5 * (beta_max - beta_min) * t**2)
 
@@ -326,7 +448,7 @@ def _vp_alpha(beta_min, beta_max):
 @_preset
 def _vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0, validate: bool = True):
     """VP-SDE (Song et al. 2021): ``α = exp(−½B(t))``, ``B = β_min t + ½(β_max−β_min)t²``, ``σ = sqrt(1−α²)``."""
-    log_alpha, beta_t = _vp_alpha(beta_min, beta_max)
+    log_alpha, beta_t = _vp_alpha("vp", beta_min, beta_max)
     alpha = lambda t: jnp.exp(log_alpha(t))  # noqa: E731
     sigma = lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_alpha(t)))  # noqa: E731
     return Interpolant(
@@ -340,7 +462,7 @@ def _vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_ma
 @_preset
 def _subvp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5, t_max: float = 1.0, validate: bool = True):
     """sub-VP (Song et al. 2021): the VP ``α`` with ``σ = 1 − α²``."""
-    log_alpha, beta_t = _vp_alpha(beta_min, beta_max)
+    log_alpha, beta_t = _vp_alpha("subvp", beta_min, beta_max)
     alpha = lambda t: jnp.exp(log_alpha(t))  # noqa: E731
     return Interpolant(
         alpha, lambda t: -jnp.expm1(2.0 * log_alpha(t)), _zero, name="subvp", t_min=t_min, t_max=t_max, validate=validate,
@@ -356,8 +478,8 @@ def _ve(sigma_min: float = 0.01, sigma_max: float = 10.0, t_min: float = 0.0, t_
 
     Choose ``sigma_max`` about the largest pairwise distance in the data.
     """
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"ve: need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    _check_range("ve", lambda sigma_min, sigma_max: 0 < sigma_min < sigma_max < math.inf,
+                 "0 < sigma_min < sigma_max < inf", sigma_min=sigma_min, sigma_max=sigma_max)
     rate = math.log(sigma_max / sigma_min)
     sigma = lambda t: sigma_min * jnp.exp(rate * t)  # noqa: E731
     return Interpolant(
@@ -373,6 +495,27 @@ def ddpm_alpha_bars(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: f
     return np.concatenate([[1.0], np.cumprod(1.0 - betas)])
 
 
+# A time within this fraction of a segment of a grid point t_i = i/T counts as the grid point
+# (float32 times from t = 1 downward carry ~1e-7 absolute error, i.e. 1e-4 of a segment at T = 1000).
+_KNOT_TOLERANCE = 1e-2
+
+
+def _knot_slopes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes of the piecewise-linear interpolant of ``values`` on ``t_i = i/T``: per segment and at the knots.
+
+    A segment slope is the smooth slope at the segment's midpoint to O(1/T²); at a knot the
+    mean of the two adjacent segment slopes (at the ends, their linear extrapolation) is the
+    smooth slope there to O(1/T²), where either one-sided slope is off by O(1/T).
+    """
+    T = values.size - 1
+    segment = np.diff(values.astype(np.float64)) * T
+    if T == 1:
+        return segment, np.repeat(segment, 2)
+    knot = np.concatenate([[1.5 * segment[0] - 0.5 * segment[1]], 0.5 * (segment[:-1] + segment[1:]),
+                           [1.5 * segment[-1] - 0.5 * segment[-2]]])
+    return segment, knot
+
+
 @_preset
 def _ddpm(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
           t_min: float | None = None, t_max: float = 1.0, validate: bool = True):
@@ -380,15 +523,37 @@ def _ddpm(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.0
 
     The kinks at grid points make adaptive ODE solvers slow: sample with the smooth
     ``vp`` equivalent or with fixed steps on the grid.  ``t_min`` defaults to ``1/T``.
+    The closed-form ``α̇, σ̇`` use the segment slope of log ᾱ between grid points and, at a
+    grid point (within 1% of a segment), the mean of the two adjacent slopes: the slope of
+    the smooth path to O(1/T²), so a fixed-step second-order solver whose steps land on grid
+    points stays second order (``jax.jvp`` of the interpolation takes one side's slope,
+    wrong by O(1/T)).
     """
-    log_abar = jnp.asarray(np.log(ddpm_alpha_bars(num_steps, beta_start, beta_end)), jnp.float32)
-    grid = jnp.linspace(0.0, 1.0, num_steps + 1)
+    _check_range("ddpm", lambda num_steps: isinstance(num_steps, (int, np.integer)) and not isinstance(num_steps, bool)
+                 and num_steps >= 1, "num_steps to be a positive integer (the number T of steps)", num_steps=num_steps)
+    _check_range("ddpm", lambda beta_start, beta_end: 0 < beta_start <= beta_end < 1, "0 < beta_start <= beta_end < 1",
+                 beta_start=beta_start, beta_end=beta_end)
+    T = int(num_steps)
+    table = np.log(ddpm_alpha_bars(T, beta_start, beta_end)).astype(np.float32)
+    segment, knot = (jnp.asarray(v, jnp.float32) for v in _knot_slopes(table))
+    log_abar, grid = jnp.asarray(table), jnp.linspace(0.0, 1.0, T + 1)
     log_alpha_bar = lambda t: jnp.interp(t, grid, log_abar)  # noqa: E731
+
+    def dlog_alpha_bar(t):
+        u = jnp.asarray(t, jnp.result_type(float)) * T
+        nearest = jnp.round(u)
+        on_knot = jnp.abs(u - nearest) <= _KNOT_TOLERANCE
+        return jnp.where(on_knot, knot[jnp.clip(nearest, 0, T).astype(jnp.int32)],
+                         segment[jnp.clip(jnp.floor(u), 0, T - 1).astype(jnp.int32)])
+
+    alpha = lambda t: jnp.exp(0.5 * log_alpha_bar(t))  # noqa: E731
+    sigma = lambda t: jnp.sqrt(-jnp.expm1(log_alpha_bar(t)))  # noqa: E731
     return Interpolant(
-        lambda t: jnp.exp(0.5 * log_alpha_bar(t)),
-        lambda t: jnp.sqrt(-jnp.expm1(log_alpha_bar(t))),
-        _zero, name="ddpm", t_min=1.0 / num_steps if t_min is None else t_min, t_max=t_max,
-        num_steps=num_steps, validate=validate,
+        alpha, sigma, _zero, name="ddpm", t_min=1.0 / T if t_min is None else t_min, t_max=t_max,
+        num_steps=T, validate=validate,
+        dalpha=lambda t: 0.5 * dlog_alpha_bar(t) * alpha(t),
+        dbeta=lambda t: -0.5 * dlog_alpha_bar(t) * jnp.exp(log_alpha_bar(t)) / sigma(t),
+        dgamma=_zero,
     )
 
 
@@ -397,14 +562,23 @@ def _cosine(s: float = 0.008, floor: float = 1e-5, t_min: float = 1e-5, t_max: f
     """Cosine schedule (Nichol & Dhariwal 2021): ``ᾱ = f(t)/f(0)``, ``f = cos²(((t+s)/(1+s))π/2)``.
 
     The end is floored smoothly in ``α = sqrt(ᾱ)``: ``α ← (1 − c) α + c`` with ``c = sqrt(floor)``,
-    so ``ᾱ(0) = 1``, ``ᾱ(1) = floor`` and ``D > 0`` up to ``t = 1``; ``σ = sqrt(1 − α²)``.
+    so ``ᾱ(0) = 1``, ``ᾱ(1) = floor`` and ``D > 0`` up to ``t = 1``; ``σ = sqrt((1 − α)(1 + α))``
+    with ``1 − α = (1 − c)(cos θ_0 − cos θ)/cos θ_0 = 2(1 − c) sin((θ + θ_0)/2) sin((θ − θ_0)/2)/cos θ_0``,
+    free of the float32 cancellation of ``1 − α²`` near ``t = 0``.
     """
+    _check_range("cosine", lambda s, floor: 0 <= s < math.inf and 0 <= floor < 1, "0 <= s < inf and 0 <= floor < 1",
+                 s=s, floor=floor)
     c = math.sqrt(floor)
     theta = lambda t: (t + s) / (1 + s) * math.pi / 2  # noqa: E731
     alpha = lambda t: (1.0 - c) * jnp.cos(theta(t)) / math.cos(theta(0.0)) + c  # noqa: E731
-    return Interpolant(
-        alpha, lambda t: jnp.sqrt(1.0 - alpha(t) ** 2), _zero, name="cosine", t_min=t_min, t_max=t_max, validate=validate,
-    )
+    rate = math.pi / 2 / (1 + s)  # θ(t) − θ_0 = rate·t, computed without the rounding of θ(t)
+
+    def sigma(t):
+        half = 0.5 * rate * t
+        one_minus_alpha = 2.0 * (1.0 - c) / math.cos(theta(0.0)) * jnp.sin(theta(0.0) + half) * jnp.sin(half)
+        return jnp.sqrt(one_minus_alpha * (1.0 + alpha(t)))
+
+    return Interpolant(alpha, sigma, _zero, name="cosine", t_min=t_min, t_max=t_max, validate=validate)
 
 
 linear = _linear(validate=False)

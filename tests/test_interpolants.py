@@ -73,8 +73,77 @@ def test_cosine_matches_nichol_dhariwal():
 
 @pytest.mark.parametrize("ip", PRESETS, ids=lambda ip: ip.name)
 def test_jvp_derivatives_match_closed_forms(ip):
-    for t in TS:
+    """Between ddpm grid points (mid-segment); at them see test_ddpm_slope_at_knots_is_two_sided."""
+    for t in TS + (0.5 / ip.num_steps if ip.num_steps else 0.0):
         np.testing.assert_allclose(ip.derivatives(t), ip.jvp_derivatives(t), rtol=1e-4, atol=1e-5)
+
+
+def test_cosine_sigma_without_cancellation():
+    """σ = sqrt(1 − α²) near t_min against float64 (whose own cancellation error is ≤ 1e-16/(1 − α²) ≈ 3e-10).
+
+    float32 ``1 − α²`` loses 4% at t = 1e-5 (α = 1 − 2e-7 is 3 ulps from 1); the bound 1e-5 is ~100 float32 eps.
+    """
+    s, c = 0.008, math.sqrt(1e-5)
+    theta = lambda t: (t + s) / (1 + s) * math.pi / 2  # noqa: E731
+    for t in (1e-5, 1e-4, 1e-3):
+        t32 = np.float32(t)
+        a = (1 - c) * math.cos(theta(float(t32))) / math.cos(theta(0.0)) + c
+        got = float(I.cosine.sigma(jnp.float32(t32)))
+        np.testing.assert_allclose(got, math.sqrt(1 - a * a), rtol=1e-5, err_msg=f"t={t}")
+        np.testing.assert_allclose(float(I.cosine.scales(jnp.float32(t32))[1]), got, rtol=0)
+
+
+def _ddpm_log_alpha_bar_slopes(T=1000):
+    """Segment slopes of log ᾱ on t_i = i/T from the float64 product (independent of the preset)."""
+    log_abar = np.log(np.concatenate([[1.0], np.cumprod(1 - np.linspace(1e-4, 0.02, T))]))
+    return np.diff(log_abar) * T
+
+
+def test_ddpm_slope_at_knots_is_two_sided():
+    """d log ᾱ/dt = 2α̇/α: the segment slope between grid points, the mean of the adjacent slopes at a grid
+    point, their linear extrapolation at t = 0 and t = 1.  jax.jvp takes one side at a knot (off by half
+    the jump, ≈ 1%); 5e-4 covers the float32 table (|log ᾱ| ≤ 10 in steps ≥ 1e-4)."""
+    slopes = _ddpm_log_alpha_bar_slopes()
+    grid = np.asarray(jnp.linspace(0.0, 1.0, 1001))  # the knots exactly as float32
+    dlog = lambda t: 2 * float(I.ddpm.derivatives(t)[0] / I.ddpm.alpha(t))  # noqa: E731
+    for i in (1, 50, 500, 999):
+        np.testing.assert_allclose(dlog(grid[i]), 0.5 * (slopes[i - 1] + slopes[i]), rtol=5e-4, err_msg=f"knot {i}")
+        np.testing.assert_allclose(dlog(jnp.float32((i + 0.3) / 1000)), slopes[i], rtol=5e-4, err_msg=f"segment {i}")
+    np.testing.assert_allclose(dlog(grid[0]), 1.5 * slopes[0] - 0.5 * slopes[1], rtol=5e-4)
+    np.testing.assert_allclose(dlog(grid[1000]), 1.5 * slopes[-1] - 0.5 * slopes[-2], rtol=5e-4)
+    a, s, da, ds = I.ddpm.scales(grid[500])  # σ̇ from the same slope: σσ̇ = −αα̇
+    np.testing.assert_allclose(float(s * ds), float(-a * da), rtol=1e-5)
+
+
+def _heun_error(ip, num_steps, m=1.0, sd=0.5, first_knot=1000, last_knot=200):
+    """Max error of fixed-step Heun on the exact Gaussian PF-ODE (MATH.md §9.1) from t = 1 to t = 0.2, every step
+    from one float32 grid point i/1000 to another, against the exact map φ(x) = α_e m + (std_e/std_1)(x − α_1 m)."""
+    times = jnp.linspace(0.0, 1.0, 1001)[np.linspace(first_knot, last_knot, num_steps + 1).astype(int)]
+
+    def velocity(t, x):
+        a, s, da, ds = ip.scales(t)
+        return da * m + (a * da * sd**2 + s * ds) / (a**2 * sd**2 + s**2) * (x - a * m)
+
+    def heun(x, interval):
+        t0, t1 = interval
+        k0 = velocity(t0, x)
+        return x + 0.5 * (t1 - t0) * (k0 + velocity(t1, x + (t1 - t0) * k0)), None
+
+    x1 = jnp.linspace(-2.0, 2.0, 5)
+    x_end, _ = jax.lax.scan(heun, x1, (times[:-1], times[1:]))
+    (a1, s1, _, _), (ae, se, _, _) = ip.scales(times[0]), ip.scales(times[-1])
+    ratio = jnp.sqrt(ae**2 * sd**2 + se**2) / jnp.sqrt(a1**2 * sd**2 + s1**2)
+    return float(jnp.max(jnp.abs(x_end - (ae * m + ratio * (x1 - a1 * m)))))
+
+
+def test_ddpm_heun_on_grid_points_is_second_order():
+    """Heun with 20/40/80 steps landing on grid points: error falls ~4× per doubling (measured orders 2.05, 2.02;
+    the smooth vp path gives the same).  With the one-sided jvp slope the field is off by O(1/T) at every
+    evaluation: measured errors 2.0e-3, 1.7e-3, 1.6e-3 (orders 0.25, 0.05), a floor."""
+    errors = [_heun_error(I.ddpm, n) for n in (20, 40, 80)]
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(orders >= 1.7), (errors, orders)
+    assert errors[-1] < 2e-4
 
 
 def test_sde_coefficients_vp():
@@ -142,6 +211,75 @@ def test_invalid_schedules_raise():
         I.Interpolant(lambda t: 1 - t, lambda t: 0.5 * t, lambda t: t * (1 - t), two_sided=True)
     with pytest.raises(ValueError, match="sigma_min"):
         I.ve(sigma_min=2.0, sigma_max=1.0)
+
+
+@pytest.mark.parametrize("ip", PRESETS, ids=lambda ip: ip.name)
+@pytest.mark.parametrize("prediction", I.PREDICTIONS)
+def test_check_domain_presets(ip, prediction):
+    """On [t_min, t_max]: linear and trig reach α(1) = 0 (noise, score) and σ(0) = 0 (data, score); the other
+    presets keep α(t_max) ≥ 0.003 and σ(t_min) ≥ 1e-6, so every prediction converts to velocity."""
+    singular = {("linear", "noise"): "α\\(1\\) = ", ("linear", "data"): "σ\\(0\\) = 0",
+                ("linear", "score"): "σ\\(0\\) = 0"}
+    singular.update({("trig", p): m for (_, p), m in singular.items()})
+    key = (ip.name, prediction)
+    if key not in singular:
+        assert I.check_domain(ip, prediction, ip.t_min, ip.t_max) is ip
+        return
+    with pytest.raises(ValueError, match=f"what: prediction='{prediction}' on '{ip.name}' is singular at t = .*"
+                                         f"{singular[key]}"):
+        I.check_domain(ip, prediction, ip.t_min, ip.t_max, what="what")
+
+
+def test_check_domain_messages_and_remedies():
+    msg = ("sample_ode: prediction='noise' on 'linear' is singular at t = 1 (α(1) = 0): converting noise to velocity "
+           "needs α > 0 (x̂0 = (x − σ ε̂)/α; MATH.md §3); pass an interpolant with t_max < 1, "
+           "e.g. genjax.interpolants.linear(t_max=0.999) (or predict 'velocity', which needs only D > 0)")
+    with pytest.raises(ValueError) as err:
+        I.check_domain(I.linear, "noise", 0.0, 1.0, what="sample_ode")
+    assert str(err.value) == msg
+    # the suggested remedies pass; a shorter interval passes too
+    I.check_domain(I.linear(t_max=0.999), "noise", 0.0, 0.999)
+    I.check_domain(I.linear(t_min=0.001), "data", 0.001, 1.0)
+    I.check_domain(I.linear, "score", 0.001, 0.999)
+    # targets other than velocity: noise → score and velocity → score divide by σ, noise → data by α
+    I.check_domain(I.linear, "noise", 0.0, 0.999, to="data")
+    for prediction in ("noise", "velocity"):
+        with pytest.raises(ValueError, match="to score needs σ > 0.*t_min > 0"):
+            I.check_domain(I.linear, prediction, 0.0, 0.5, to=("velocity", "score"))
+    with pytest.raises(ValueError, match="interpolant.replace\\(t_min=0.001\\)"):
+        I.check_domain(I.vp(beta_max=10.0), "data", 0.0, 1.0)
+    # no conversion, nothing to check; bad arguments
+    assert I.check_domain(I.linear, "velocity", 0.0, 1.0) is I.linear
+    with pytest.raises(ValueError, match="to='eps'"):
+        I.check_domain(I.linear, "noise", 0.1, 0.9, to="eps")
+    with pytest.raises(ValueError, match="t_lo <= t_hi"):
+        I.check_domain(I.linear, "noise", 0.9, 0.1)
+    with pytest.raises(ValueError, match="concrete"):
+        jax.jit(lambda t: I.check_domain(I.linear, "noise", t, 0.9) and t)(0.1)
+    bridge = I.Interpolant(lambda t: 1 - t, lambda t: t, lambda t: jnp.sqrt(t * (1 - t)), two_sided=True,
+                           t_min=0.1, t_max=0.9)
+    with pytest.raises(ValueError, match="one-sided"):
+        I.check_domain(bridge, "noise", 0.1, 0.9)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: I.ddpm(num_steps=0), "ddpm: need num_steps to be a positive integer.*got num_steps=0"),
+    (lambda: I.ddpm(num_steps=-3), "num_steps=-3"),
+    (lambda: I.ddpm(num_steps=10.5), "num_steps=10.5"),
+    (lambda: I.ddpm(num_steps=True), "num_steps=True"),
+    (lambda: I.ddpm(beta_start=0.03), "0 < beta_start <= beta_end < 1"),
+    (lambda: I.ddpm(beta_end=1.5), "beta_end=1.5"),
+    (lambda: I.vp(beta_min=20.0, beta_max=20.0), "vp: need 0 < beta_min < beta_max"),
+    (lambda: I.vp(beta_min=0.0), "beta_min=0.0"),
+    (lambda: I.subvp(beta_max=float("nan")), "subvp: need 0 < beta_min < beta_max"),
+    (lambda: I.ve(sigma_min=0.0), "ve: need 0 < sigma_min"),
+    (lambda: I.ve(sigma_max="10"), "sigma_max='10'"),
+    (lambda: I.cosine(s=-0.1), "cosine: need 0 <= s"),
+    (lambda: I.cosine(floor=1.0), "floor=1.0"),
+])
+def test_preset_parameters_are_checked(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
 
 
 def test_two_sided_interpolant_and_bad_names():
