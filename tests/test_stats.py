@@ -334,6 +334,68 @@ def test_js_table_matches_nowozin_generator_halved():
     np.testing.assert_allclose(2 * float(S.JENSEN_SHANNON(p, q)), float(nowozin), rtol=1e-6)
 
 
+# -- degenerate data ---------------------------------------------------------------------
+SPIKE_LL = -math.log(2 * math.pi * 1e-6)  # log N(c; c, 1e-6 I) in 2-D: a point mass floored by reg_covar = 1e-6
+
+
+def _fit3(x, **options):
+    """K = 3 on (N_EM, 2) data with em_fit's static options (n_init, max_iter), so nothing compiles again."""
+    return S.fit_gmm(jax.random.key(0), x, 3, n_init=3, tol=1e-6, max_iter=200, **options)
+
+
+def _finite(fit):
+    return all(np.all(np.isfinite(np.asarray(a))) for a in (fit.weights, fit.means, fit.covariances, fit.log_likelihood))
+
+
+def test_gmm_on_identical_points():
+    """All points at c: the MLE N(c, 0) is floored to N(c, reg_covar·I) and the other components come back empty
+    (with a warning); with reg_covar = 0 the covariance is singular: a ValueError before any work."""
+    x = jnp.full((N_EM, 2), 3.0)
+    with pytest.warns(UserWarning, match="only 1 distinct point.*n_components=3: 2 component"):
+        fit = _fit3(x)
+    assert _finite(fit)
+    k = int(jnp.argmax(fit.weights))
+    assert float(fit.weights[k]) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(fit.means[k], [3.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(fit.covariances[k], 1e-6 * np.eye(2), rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(float(fit.log_likelihood), SPIKE_LL, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"constant in coordinate\(s\) \[0, 1\].*reg_covar > 0"):
+        _fit3(x, reg_covar=0.0)
+
+
+def test_gmm_constant_coordinate_and_few_distinct_points(em_data):
+    """A constant coordinate gets variance exactly reg_covar in every component; 2 distinct points with K = 3
+    give weights (½, ½, 0) and mean log-likelihood log ½ + SPIKE_LL."""
+    x = em_data.at[:, 1].set(5.0)
+    fit = _fit3(x)
+    assert _finite(fit)
+    np.testing.assert_allclose(fit.covariances[:, 1, 1], 1e-6, rtol=1e-3)
+    np.testing.assert_allclose(fit.covariances[:, 0, 1], 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match=r"constant in coordinate\(s\) \[1\]"):
+        _fit3(x, reg_covar=0.0)
+    pairs = jnp.repeat(jnp.array([[0.0, 0.0], [1.0, 1.0]]), N_EM // 2, axis=0)
+    with pytest.warns(UserWarning, match="only 2 distinct point"):
+        fit = _fit3(pairs)
+    assert _finite(fit)
+    np.testing.assert_allclose(np.sort(np.asarray(fit.weights)), [0.0, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(float(fit.log_likelihood), math.log(0.5) + SPIKE_LL, rtol=1e-5)
+    with pytest.raises(ValueError, match="only 2 distinct point.*reg_covar > 0"):
+        _fit3(pairs, reg_covar=0.0)
+
+
+def test_gmm_collapse_without_reg_covar_raises():
+    """Three distinct points, K = 3, reg_covar = 0: each component collapses onto a point (zero covariance) and
+    EM's output is NaN; with the floor the fit is three spikes of weight ⅓."""
+    x = jnp.repeat(jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), N_EM // 3, axis=0)
+    with pytest.raises(ValueError, match="non-finite parameters.*reg_covar=0.0"):
+        _fit3(x, reg_covar=0.0)
+    np.testing.assert_allclose(float(_fit3(x).log_likelihood), math.log(1 / 3) + SPIKE_LL, rtol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        _fit3(x.at[2, 1].set(jnp.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        S.em(x.at[0, 0].set(jnp.nan), jnp.ones(2), x[:2], jnp.ones((2, 2)))
+
+
 # -- bad input ---------------------------------------------------------------------------
 def test_bad_input_raises_clear_errors(em_data):
     with pytest.raises(ValueError, match="NaN"):

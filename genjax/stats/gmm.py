@@ -10,17 +10,25 @@ log-likelihood wins.  Initialisation: k-means++ seeding (Arthur & Vassilvitskii 
 point assigned to its nearest seed, one M-step.  Conventions follow scikit-learn's
 ``GaussianMixture`` (``tol`` on the mean log-likelihood, ``reg_covar``, AIC/BIC, the
 ``10·eps`` added to ``N_k``) so results can be compared from the same initialisation.
+
+Degenerate data: ``reg_covar`` (default 1e−6, as scikit-learn) keeps every covariance
+positive definite when points coincide or a coordinate is constant; with ``reg_covar=0``
+such data raise a ``ValueError`` before any work, and a fit that still turns non-finite
+(a component collapsed onto a point) raises one after.  Fewer distinct points than
+components warn: the extra components come back empty (weight ≈ 0).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from .._checks import check_finite
+from .._checks import check_finite, is_concrete
 from ..targets import GaussianMixture
 from .gaussian import as_data, check_covariance_type
 
@@ -201,6 +209,7 @@ _init_jit = jax.jit(_init, static_argnames=("n_components", "covariance_type"))
 
 def _check_options(x, n_components, covariance_type, tol, reg_covar, max_iter):
     x = as_data(x)
+    x = jnp.asarray(x, x.dtype)  # drop a weak type (e.g. from jnp.full), which would compile the fit again
     if int(n_components) != n_components or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
     if n_components > x.shape[0]:
@@ -212,7 +221,41 @@ def _check_options(x, n_components, covariance_type, tol, reg_covar, max_iter):
         raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
     if int(max_iter) != max_iter or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if is_concrete(x):
+        _check_degenerate(np.asarray(x), int(n_components), reg_covar)
     return x
+
+
+def _check_degenerate(x, n_components: int, reg_covar: float) -> None:
+    """Refuse data whose covariances are singular without ``reg_covar``; warn on fewer distinct points than ``K``."""
+    constant = np.flatnonzero(np.all(x == x[:1], axis=0))
+    if reg_covar == 0 and constant.size:
+        raise ValueError(
+            f"x is constant in coordinate(s) {constant.tolist()}, so every covariance is singular with reg_covar=0; "
+            "pass reg_covar > 0 (e.g. 1e-6, scikit-learn's default) or drop those coordinates"
+        )
+    distinct = np.unique(x, axis=0).shape[0] if n_components > 1 else 1
+    if distinct < n_components:
+        if reg_covar == 0:
+            raise ValueError(
+                f"x has only {distinct} distinct point(s) for n_components={n_components}: components on single "
+                "points have singular covariances with reg_covar=0; pass reg_covar > 0 (e.g. 1e-6)"
+            )
+        warnings.warn(
+            f"x has only {distinct} distinct point(s), fewer than n_components={n_components}: "
+            f"{n_components - distinct} component(s) will be empty (weight ≈ 0)",
+            stacklevel=4,  # the caller of fit_gmm / em / init_gmm
+        )
+
+
+def _check_fit(fit: GMMFit, reg_covar: float) -> GMMFit:
+    """Raise if EM returned non-finite parameters (a component collapsed onto a point or a subspace)."""
+    if is_concrete(fit.log_likelihood) and not all(bool(jnp.all(jnp.isfinite(a))) for a in (fit.weights, fit.means, fit.covariances, fit.log_likelihood)):
+        raise ValueError(
+            f"EM produced non-finite parameters: a component collapsed onto a point or a lower-dimensional set, "
+            f"where its covariance is singular (reg_covar={reg_covar}); pass a larger reg_covar, e.g. 1e-6"
+        )
+    return fit
 
 
 def init_gmm(key, x, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6):
@@ -242,7 +285,7 @@ def em(x, weights, means, covariances, *, max_iter: int = 100, tol: float = 1e-3
     check_finite("means", means)
     check_finite("covariances", covariances)
     weights = weights / jnp.sum(weights)
-    return _em_jit(x, weights, means, covariances, tol, reg_covar, int(max_iter), covariance_type)
+    return _check_fit(_em_jit(x, weights, means, covariances, tol, reg_covar, int(max_iter), covariance_type), reg_covar)
 
 
 def fit_gmm(
@@ -264,4 +307,4 @@ def fit_gmm(
     if int(n_init) != n_init or n_init < 1:
         raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
     keys = jax.random.split(key, int(n_init))
-    return _fit_jit(keys, x, int(n_components), tol, reg_covar, int(max_iter), covariance_type)
+    return _check_fit(_fit_jit(keys, x, int(n_components), tol, reg_covar, int(max_iter), covariance_type), reg_covar)
