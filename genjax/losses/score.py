@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_batch, is_concrete
+from ..likelihood import exact_divergence, hutchinson_divergence
 
 __all__ = [
     "PROJECTIONS",
@@ -41,14 +42,11 @@ PROJECTIONS = ("gaussian", "rademacher")
 def esm_loss(score_fn: Callable, x):
     """Explicit score matching ``tr ∇_x s(x) + ½‖s(x)‖²`` (Hyvärinen 2005) for one ``x``.
 
-    The trace is exact: ``Σ_i e_iᵀ J e_i`` by ``d`` JVPs with the basis vectors, vmapped
-    (cost ∝ d forward passes: use SSM/DSM beyond small d).
+    The trace is exact: :func:`genjax.likelihood.exact_divergence`, ``d`` JVPs with the basis
+    vectors (cost ∝ d forward passes: use SSM/DSM beyond small d).
     """
-    d = x.size
-    basis = jnp.eye(d, dtype=x.dtype).reshape((d, *x.shape))
-    s, jac_cols = jax.vmap(lambda e: jax.jvp(score_fn, (x,), (e,)))(basis)  # (s(x), J e_i)
-    trace = jnp.sum(basis * jac_cols)
-    return trace + 0.5 * jnp.sum(s[0] ** 2)
+    s, trace, _ = exact_divergence(score_fn, x)
+    return trace + 0.5 * jnp.sum(s**2)
 
 
 def dsm_loss(score_fn: Callable, x, key, sigma):
@@ -69,15 +67,15 @@ def ssm_loss(score_fn: Callable, x, key, *, n_projections: int = 1, projection: 
 
     ``mean_v [ vᵀ∇_x(vᵀs) + ½(vᵀs)² ]`` over ``n_projections`` draws of ``v`` (Gaussian or
     Rademacher, ``E[vvᵀ] = I``); with ``variance_reduction`` (SSM-VR) the last term is the
-    exact ``½‖s‖²``.  ``vᵀ∇_x(vᵀs) = vᵀ J v`` is one JVP per projection.
+    exact ``½‖s‖²``.  ``vᵀ∇_x(vᵀs) = vᵀ J v`` is one JVP per projection
+    (:func:`genjax.likelihood.hutchinson_divergence`), never a full Jacobian.
     """
     v = _projections(key, x.shape, x.dtype, n_projections, projection)
-    s, jv = jax.vmap(lambda u: jax.jvp(score_fn, (x,), (u,)))(v)  # (s(x), J v), never a full Jacobian
-    axes = tuple(range(1, v.ndim))
-    curvature = jnp.mean(jnp.sum(v * jv, axis=axes))
+    s, vjv, _ = jax.vmap(lambda u: hutchinson_divergence(score_fn, x, u))(v)  # s(x) per projection, vᵀJv
+    curvature = jnp.mean(vjv)
     if variance_reduction:
         return curvature + 0.5 * jnp.sum(s[0] ** 2)
-    return curvature + 0.5 * jnp.mean(jnp.sum(v * s, axis=axes) ** 2)
+    return curvature + 0.5 * jnp.mean(jnp.sum(v * s, axis=tuple(range(1, v.ndim))) ** 2)
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int):
