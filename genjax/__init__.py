@@ -1,20 +1,23 @@
 """genjax: functional JAX/Flax generative modelling around one stochastic-interpolant trainer.
 
-Data at t = 0, prior at t = 1 (MATH.md).  A model is a per-sample callable ``fn(t, x)``;
-every loss, sampler and likelihood takes it with an ``Interpolant`` and a prediction name.
+Data at t = 0, prior at t = 1 (docs/MATH.md).  A model is a per-sample callable ``fn(t, x)``
+(or ``fn(t, x, c)``) passed as data (:mod:`genjax.model`); every loss, sampler and likelihood
+takes it with an ``Interpolant`` and a prediction name.
 """
 
-from . import data, flows, interpolants, losses, metrics, nets, samplers, stats, targets, train
+from . import data, flows, interpolants, losses, metrics, model, nets, ode, samplers, stats, targets, train
 from .interpolants import Interpolant, convert
 from .likelihood import bits_per_dim, cnf_log_prob, log_likelihood
 from .losses import interpolant_loss
-from .samplers import sample_ddim, sample_ddpm, sample_ode, sample_sde
+from .model import Model
+from .samplers import sample_annealed_langevin, sample_ddim, sample_ddpm, sample_heun, sample_ode, sample_pc, sample_sde
 from .train import TrainState, fit, train_interpolant
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Interpolant",
+    "Model",
     "TrainState",
     "bits_per_dim",
     "cnf_log_prob",
@@ -27,10 +30,15 @@ __all__ = [
     "log_likelihood",
     "losses",
     "metrics",
+    "model",
     "nets",
+    "ode",
+    "sample_annealed_langevin",
     "sample_ddim",
     "sample_ddpm",
+    "sample_heun",
     "sample_ode",
+    "sample_pc",
     "sample_sde",
     "samplers",
     "stats",

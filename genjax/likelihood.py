@@ -10,16 +10,18 @@ one-sided interpolant, data at ``t_min`` → prior ``N(0, σ(t_max)² I)`` at ``
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .interpolants import Interpolant, check_prediction
-from .samplers.ode import (check_batch, check_positive_float, check_positive_int, check_solver, integrate,
-                           summarize, velocity_field)
+from . import _checks
+from .interpolants import Interpolant, check_domain, check_prediction
+from .model import filter_jit
+from .ode import integrate, raise_on_failure, resolve_solver, summarize
+from .samplers.common import check_conditioning, map_chunks, model_field
+from .samplers.ode import velocity_field
 
 __all__ = ["DIVERGENCES", "PROBES", "cnf_log_prob", "log_likelihood", "normal_log_prob", "bits_per_dim",
            "exact_divergence", "hutchinson_divergence"]
@@ -59,14 +61,9 @@ def _draw_probes(key, shape, probe):
     return jax.random.normal(key, shape)
 
 
-def _check_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; expected one of {choices}")
-
-
 def cnf_log_prob(field, x, key=None, *, t0=0.0, t1=1.0, base_log_prob=normal_log_prob, divergence="exact",
                  probe="rademacher", solver="tsit5", rtol=1e-5, atol=1e-5, num_steps=100, max_steps=None,
-                 adjoint=None, return_stats=False, regularization=False):
+                 adjoint=None, return_stats=False, regularization=False, c=None, per_row_stats=False):
     """``log p_{t0}(x)`` for each row of ``x`` under the flow ``dz/dt = field(t, z)`` (MATH.md §6).
 
     Solves ``d(z, L)/dt = (field(t, z), ∇·field(t, z))`` from ``(x, 0)`` at ``t0`` to ``t1`` and
@@ -79,71 +76,84 @@ def cnf_log_prob(field, x, key=None, *, t0=0.0, t1=1.0, base_log_prob=normal_log
     Not jitted itself: call it inside your ``jit``/``grad``.
 
     Args:
-      field: per-sample vector field ``field(t, z)``.
+      field: per-sample vector field ``field(t, z)`` (or ``field(t, z, c)`` with a conditioning
+        batch ``c``), a plain function or a callable pytree (:mod:`genjax.model`).
       x: ``(n, *event_shape)`` points.
       key: PRNG key, needed for ``divergence="hutchinson"``.
       t0, t1: integration interval (``t0 < t1`` integrates data → base).
       base_log_prob: per-sample log-density of the base at ``t1`` (default ``N(0, I)``).
       divergence: ``exact`` (``d`` JVPs; fine for d ≲ 100) or ``hutchinson`` (one JVP).
       probe: ``rademacher`` or ``gaussian``.
-      solver, rtol, atol, num_steps, max_steps: as in :func:`genjax.samplers.integrate`.
+      solver, rtol, atol, num_steps, max_steps: as in :func:`genjax.ode.integrate` (a name or a
+        diffrax explicit solver object).
       return_stats: also return ``{nfe, nfe_mean, num_steps, ...}``; ``nfe`` counts
         evaluations of the augmented field, each one call of ``field`` plus its JVPs.
       regularization: also integrate the RNODE terms (Finlay et al. 2020) ``∫‖f‖² dt`` and
         ``∫‖∂f/∂z‖_F² dt`` (exact, or the unbiased ``‖Jξ‖²`` with Hutchinson), returned per row
         as ``stats["kinetic"]`` and ``stats["jacobian_frobenius"]`` (needs ``return_stats``).
+      per_row_stats: return the per-row solver stats instead of their summary.
 
     Returns:
       ``(n,)`` log-densities in nats (and stats if ``return_stats``).
     """
-    _check_choice(divergence, "divergence", DIVERGENCES)
-    _check_choice(probe, "probe", PROBES)
-    check_solver(solver)
-    num_steps = check_positive_int(num_steps, "num_steps")
-    x = check_batch(x, "x")
+    _checks.check_choice(divergence, "divergence", DIVERGENCES)
+    _checks.check_choice(probe, "probe", PROBES)
+    resolve_solver(solver)
+    num_steps = _checks.check_positive_int(num_steps, "num_steps")
+    x = _checks.float_batch(x, "x")
     if divergence == "hutchinson" and key is None:
         raise ValueError("cnf_log_prob: divergence='hutchinson' needs a PRNG key for the probes")
     probes = _draw_probes(key, x.shape, probe) if divergence == "hutchinson" else None
+    c = check_conditioning(c, x.shape[0])
     div_fn = _DIVERGENCE_FNS[divergence]
     t0 = jnp.asarray(t0, jnp.result_type(float))
     t1 = jnp.asarray(t1, jnp.result_type(float))
-    converted, consts = jax.closure_convert(field, t0, x[0])
+    c0 = None if c is None else jax.tree.map(lambda a: a[0], c)
+    converted, consts = jax.closure_convert(lambda t, z, ci: field(t, z) if ci is None else field(t, z, ci), t0,
+                                            x[0], c0)
 
     def augmented(t, state, args):
-        params, xi = args
-        dz, div, frobenius = div_fn(lambda z: converted(t, z, *params), state[0], xi)
+        params, xi, ci = args
+        dz, div, frobenius = div_fn(lambda z: converted(t, z, ci, *params), state[0], xi)
         return (dz, div, jnp.sum(dz**2), frobenius) if regularization else (dz, div)
 
-    def per_sample(x0, xi):
+    def per_sample(x0, xi, ci):
         # The log-det carry starts as 0·Σx0 so that it is batched under vmap: an unbatched carry (e.g. a field
         # whose divergence does not depend on z) gets its parameter cotangent counted n times on fixed-step
         # solves (diffrax 0.7.2 / equinox 0.13.8; jnp.zeros_like is not enough, it stays unbatched).
         zero = 0.0 * jnp.sum(x0)
         y0 = (x0, zero, zero, zero) if regularization else (x0, zero)
         y1, stats = integrate(augmented, y0, t0, t1, solver=solver, num_steps=num_steps, rtol=rtol,
-                              atol=atol, max_steps=max_steps, args=(consts, xi), adjoint=adjoint)
+                              atol=atol, max_steps=max_steps, args=(consts, xi, ci), adjoint=adjoint)
         if regularization:  # RNODE (Finlay et al. 2020): ∫‖f‖² dt and ∫‖∂f/∂z‖_F² dt (exact or ‖Jξ‖² estimate)
             stats = {**stats, "kinetic": y1[2], "jacobian_frobenius": y1[3]}
         return base_log_prob(y1[0]) + y1[1], stats
 
-    log_prob, stats = jax.vmap(per_sample, in_axes=(0, None if probes is None else 0))(x, probes)
-    return (log_prob, summarize(stats)) if return_stats else log_prob
+    log_prob, stats = jax.vmap(per_sample, in_axes=(0, None if probes is None else 0, 0))(x, probes, c)
+    return (log_prob, stats if per_row_stats else summarize(stats)) if return_stats else log_prob
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "interpolant", "prediction", "divergence", "probe", "solver",
-                                             "num_steps", "max_steps"))
-def _log_likelihood(fn, interpolant, prediction, divergence, probe, solver, num_steps, max_steps, x, key, rtol, atol):
+@filter_jit
+def _log_likelihood(model, interpolant, prediction, divergence, probe, solver, num_steps, max_steps, rtol, atol,
+                    inputs):
+    x, key, c = inputs
     prior_std = interpolant.prior_std()
+    f = model_field(model, interpolant, prediction, None if c is None else jax.tree.map(lambda a: a[0], c),
+                    x.shape[1:], x.dtype, "log_likelihood")
+    del f  # the output check, once per trace
+    field = lambda t, z, *ci: velocity_field(lambda tt, zz: model(tt, zz, *ci), interpolant, prediction)(t, z)
+    keys = None if key is None else key[0]
     return cnf_log_prob(
-        velocity_field(fn, interpolant, prediction), x, key, t0=interpolant.t_min, t1=interpolant.t_max,
+        field, x, keys, t0=interpolant.t_min, t1=interpolant.t_max,
         base_log_prob=lambda z: normal_log_prob(z, prior_std), divergence=divergence, probe=probe, solver=solver,
-        rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, return_stats=True,
+        rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, return_stats=True, c=c, per_row_stats=True,
     )
 
 
-def log_likelihood(fn, interpolant: Interpolant, x, key=None, prediction: str = "velocity", *,
-                   divergence: str = "exact", probe: str = "rademacher", solver: str = "tsit5", rtol: float = 1e-5,
-                   atol: float = 1e-5, num_steps: int = 100, max_steps: int | None = None, return_stats: bool = False):
+def log_likelihood(model, interpolant: Interpolant, x, key=None, *, prediction: str, c=None,
+                   divergence: str = "exact", probe: str = "rademacher", solver="tsit5", rtol: float = 1e-5,
+                   atol: float = 1e-5, num_steps: int = 100, max_steps: int | None = None,
+                   chunk_size: int | None = None, mesh=None, return_stats: bool = False):
     """Log-density of each row of ``x`` (data at ``t_min``) along the PF-ODE of a model, in nats (MATH.md §6).
 
     ``log p(x) = log N(x(t_max); 0, σ(t_max)² I) + ∫_{t_min}^{t_max} ∇·v(t, x(t)) dt`` with
@@ -153,25 +163,42 @@ def log_likelihood(fn, interpolant: Interpolant, x, key=None, prediction: str = 
     N(0, σ(t_max)² I)`` (exact when ``α(t_max) = 0``).  On the raw ``ddpm`` schedule use a
     fixed-step solver or its smooth ``vp`` equivalent (MATH.md §2).
 
-    Args: as :func:`cnf_log_prob`; ``fn(t, x)`` per-sample model predicting ``prediction``.
+    Args: as :func:`cnf_log_prob`; ``model`` is a per-sample ``fn(t, x)`` (or ``fn(t, x, c)``
+    with the conditioning batch ``c``) predicting ``prediction``, passed as data
+    (:mod:`genjax.model`); ``chunk_size`` and ``mesh`` as in :func:`genjax.samplers.sample_ode`.
+    With ``chunk_size``, the Hutchinson probes of each chunk come from ``fold_in(key, chunk)``.
     Returns ``(n,)`` log-densities, or ``(logp, stats)`` with ``stats["nfe"]`` if ``return_stats``.
+    Raises ``FloatingPointError`` on non-finite values and ``RuntimeError`` when an adaptive
+    solve exceeds ``max_steps``.
     """
+    _checks.check_callable(model, "model", "fn(t, x) or fn(t, x, c)")
     check_prediction(prediction)
-    _check_choice(divergence, "divergence", DIVERGENCES)
-    _check_choice(probe, "probe", PROBES)
-    check_solver(solver)
-    num_steps = check_positive_int(num_steps, "num_steps")
-    rtol, atol = check_positive_float(rtol, "rtol"), check_positive_float(atol, "atol")
-    if max_steps is not None:
-        max_steps = check_positive_int(max_steps, "max_steps")
-    if interpolant.two_sided:
-        raise ValueError("log_likelihood needs a one-sided interpolant (Gaussian prior); got a two-sided one")
-    x = check_batch(x, "x")
+    _checks.check_choice(divergence, "divergence", DIVERGENCES)
+    _checks.check_choice(probe, "probe", PROBES)
+    resolve_solver(solver)
+    num_steps = _checks.check_positive_int(num_steps, "num_steps")
+    rtol, atol = _checks.check_positive_float(rtol, "rtol"), _checks.check_positive_float(atol, "atol")
+    max_steps = _checks.check_optional_positive_int(max_steps, "max_steps")
+    if not isinstance(interpolant, Interpolant) or interpolant.two_sided:
+        raise ValueError("log_likelihood needs a one-sided genjax.Interpolant (Gaussian prior)")
+    check_domain(interpolant, prediction, interpolant.t_min, interpolant.t_max, what="log_likelihood")
+    x = _checks.float_batch(x, "x")
     if divergence == "hutchinson" and key is None:
         raise ValueError("log_likelihood: divergence='hutchinson' needs a PRNG key for the probes")
-    log_prob, stats = _log_likelihood(fn, interpolant, prediction, divergence, probe, solver, num_steps, max_steps,
-                                      x, key, rtol, atol)
-    return (log_prob, stats) if return_stats else log_prob
+    n = x.shape[0]
+    size = n if chunk_size is None else min(_checks.check_positive_int(chunk_size, "chunk_size"), n)
+    # one key per chunk, repeated per row so that it travels with the rows through map_chunks
+    chunk_keys = None if key is None else jnp.repeat(
+        jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(-(-n // size))), size, axis=0)[:n]
+    log_prob, stats = map_chunks(
+        lambda chunk: _log_likelihood(model, interpolant, prediction, divergence, probe, solver, num_steps,
+                                      max_steps, rtol, atol, chunk),
+        (x, chunk_keys, check_conditioning(c, n)), chunk_size=chunk_size, mesh=mesh)
+    if not np.all(np.isfinite(np.asarray(log_prob))):
+        raise FloatingPointError("log_likelihood: non-finite log-densities: the model returned non-finite values "
+                                 "along the ODE (check its weights and the schedule/prediction pair)")
+    raise_on_failure(stats, "log_likelihood", max_steps)
+    return (log_prob, summarize(stats)) if return_stats else log_prob
 
 
 def bits_per_dim(log_prob, num_dims: int, *, num_bins: int = 256, data_range: float = 2.0):
@@ -180,8 +207,8 @@ def bits_per_dim(log_prob, num_dims: int, *, num_bins: int = 256, data_range: fl
     For ``num_bins``-level data scaled to an interval of width ``data_range`` (8-bit data in
     [−1, 1]: 256 and 2) with uniform dequantisation; ``log_prob`` in nats of the scaled data.
     """
-    num_dims = check_positive_int(num_dims, "num_dims")
-    num_bins = check_positive_int(num_bins, "num_bins")
-    data_range = check_positive_float(data_range, "data_range")
+    num_dims = _checks.check_positive_int(num_dims, "num_dims")
+    num_bins = _checks.check_positive_int(num_bins, "num_bins")
+    data_range = _checks.check_positive_float(data_range, "data_range")
     log_prob = jnp.asarray(log_prob)
     return -(log_prob + num_dims * np.log(data_range / num_bins)) / (num_dims * np.log(2.0))

@@ -25,7 +25,8 @@ def test_sampler_calling_convention_with_an_exact_field():
                                  num_steps=50)
     assert x.shape == shape and int(stats["nfe"]) == 100
     for sampler, kw in ((genjax.sample_sde, {}), (genjax.sample_ddpm, {"num_steps": 200}), (genjax.sample_ddim, {})):
-        out = sampler(g.field(ip, "noise"), ip, key, shape, prediction="noise", **kw)
+        out, stats = sampler(g.field(ip, "noise"), ip, key, shape, prediction="noise", **kw)
+        assert int(stats["nfe"]) == {"sample_sde": 1000, "sample_ddpm": 200, "sample_ddim": 50}[sampler.__name__]
         assert out.shape == shape and np.all(np.isfinite(np.asarray(out)))
         # 256 samples: the mean is within 5 s.e. (0.5/16) plus a small discretisation error of (1, −1)
         np.testing.assert_allclose(np.asarray(out).mean(0), [1.0, -1.0], atol=0.2)

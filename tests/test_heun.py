@@ -78,7 +78,7 @@ def shared_grid_samples():
     """Heun on one σ̃ grid (N = 8, σ̃ ∈ [0.02, 30]) with the exact field of each schedule, same key."""
     out = {}
     for ip, pred in ((I.vp, "noise"), (I.ve(sigma_max=50.0), "score"), (I.linear, "velocity")):
-        x, stats = sample_heun(gaussian(M, S).field(ip, pred), ip, jax.random.key(0), (N, 2), pred, num_steps=8,
+        x, stats = sample_heun(gaussian(M, S).field(ip, pred), ip, jax.random.key(0), (N, 2), prediction=pred, num_steps=8,
                                sigma_min=0.02, sigma_max=30.0)
         out[ip.name] = x
         assert stats["nfe"] == 15
@@ -106,7 +106,7 @@ def test_heun_defaults_reproduce_gaussian_data(interpolant):
     Tolerance: 5 MC SE plus the remaining discretisation + prior mismatch, bounded by the exact
     recursion (< 0.5% of s here) — and the recursion itself is checked to that level.
     """
-    x, _ = sample_heun(gaussian(M, S).field(interpolant, "data"), interpolant, jax.random.key(1), (N, 2), "data",
+    x, _ = sample_heun(gaussian(M, S).field(interpolant, "data"), interpolant, jax.random.key(1), (N, 2), prediction="data",
                        num_steps=40)
     se = 5 * S / np.sqrt(N)
     assert np.all(np.abs(np.asarray(jnp.mean(x, 0)) - M) < se + 0.005 * S + 0.01)
@@ -117,7 +117,7 @@ def test_heun_churn_matches_the_exact_stochastic_recursion():
     """Stochastic churn (γ = √2 − 1 every step) on vp: the variance recursion with the added noise
     σ̂² − σ² before each step is exact for Gaussian data."""
     sig = edm_sigmas(12, 0.01, 100.0)
-    x, stats = sample_heun(gaussian(M, S).field(I.vp, "data"), I.vp, jax.random.key(2), (N, 2), "data",
+    x, stats = sample_heun(gaussian(M, S).field(I.vp, "data"), I.vp, jax.random.key(2), (N, 2), prediction="data",
                            num_steps=12, sigma_min=0.01, sigma_max=100.0, churn=100.0)
     assert stats["nfe"] == 23
     check_moments(x, S, sig, churn=100.0)
@@ -127,7 +127,7 @@ def test_heun_recovers_mixture_weights():
     """Two well-separated modes with weights 0.25 / 0.75 (MATH.md §9.2): the fraction of samples
     nearest each mode matches within 5 binomial SE; the per-mode spread matches s = 0.3."""
     mix = GaussianMixture.diagonal(jnp.array([0.25, 0.75]), jnp.array([[-2.0, 0.0], [2.0, 1.0]]), 0.3)
-    x, _ = sample_heun(mix.field(I.vp, "noise"), I.vp, jax.random.key(3), (N, 2), "noise", num_steps=40)
+    x, _ = sample_heun(mix.field(I.vp, "noise"), I.vp, jax.random.key(3), (N, 2), prediction="noise", num_steps=40)
     left = np.asarray(x[:, 0] < 0)
     assert abs(left.mean() - 0.25) < 5 * np.sqrt(0.25 * 0.75 / N)
     # 5 SE of a std from ~3000 points ≈ 6.5%, + 1.5% discretisation (the Gaussian recursion for s = 0.3, N = 40)
@@ -137,17 +137,17 @@ def test_heun_recovers_mixture_weights():
 def test_bad_input_raises_clear_errors():
     fn = gaussian(M, S).field(I.vp, "score")
     with pytest.raises(ValueError, match="prediction="):
-        sample_heun(fn, I.vp, jax.random.key(0), (4, 2), "epsilon")
+        sample_heun(fn, I.vp, jax.random.key(0), (4, 2), prediction="epsilon")
     with pytest.raises(ValueError, match="sigma_max=.*outside"):
-        sample_heun(fn, I.ve, jax.random.key(0), (4, 2), "score", sigma_max=500.0)
+        sample_heun(fn, I.ve, jax.random.key(0), (4, 2), prediction="score", sigma_max=500.0)
     with pytest.raises(ValueError, match="sigma_min=.*outside"):
-        sample_heun(fn, I.ve, jax.random.key(0), (4, 2), "score", sigma_min=1e-4)
+        sample_heun(fn, I.ve, jax.random.key(0), (4, 2), prediction="score", sigma_min=1e-4)
     with pytest.raises(ValueError, match="shape"):
-        sample_heun(fn, I.vp, jax.random.key(0), (4,), "score")
+        sample_heun(fn, I.vp, jax.random.key(0), (4,), prediction="score")
     with pytest.raises(ValueError, match="churn"):
-        sample_heun(fn, I.vp, jax.random.key(0), (4, 2), "score", churn=-1.0)
+        sample_heun(fn, I.vp, jax.random.key(0), (4, 2), prediction="score", churn=-1.0)
     with pytest.raises(ValueError, match="num_steps"):
-        sample_heun(fn, I.vp, jax.random.key(0), (4, 2), "score", num_steps=0)
+        sample_heun(fn, I.vp, jax.random.key(0), (4, 2), prediction="score", num_steps=0)
     bridge = I.Interpolant(lambda t: 1 - t, lambda t: t, lambda t: t * (1 - t), two_sided=True)
     with pytest.raises(ValueError, match="one-sided"):
-        sample_heun(fn, bridge, jax.random.key(0), (4, 2), "score")
+        sample_heun(fn, bridge, jax.random.key(0), (4, 2), prediction="score")

@@ -189,7 +189,7 @@ def test_pc_reproduces_gaussian_data(interpolant, predictor):
     """
     m, s, n = jnp.array([1.0, -2.0]), 0.8, N_CHAINS
     x, stats = sample_pc(isotropic_score(interpolant, m, s), interpolant, jax.random.key(7), (n, 2),
-                         num_steps=300, corrector_steps=1, predictor=predictor)
+                         prediction="score", num_steps=300, corrector_steps=1, predictor=predictor)
     assert stats["nfe"] == 600
     assert bool(jnp.all(jnp.abs(jnp.mean(x, 0) - m) < 5 * s / np.sqrt(n) + 0.01 * s)), jnp.mean(x, 0)
     std = jnp.std(x, 0)
@@ -207,8 +207,8 @@ def test_pc_snr_corrector_has_its_predicted_fixed_point():
     """
     m, s, r, n = jnp.array([1.0, -2.0]), 0.8, 0.5, N_CHAINS
     ip = I.ve(sigma_max=40.0)
-    x, stats = sample_pc(isotropic_score(ip, m, s), ip, jax.random.key(8), (n, 2), num_steps=100,
-                         corrector_steps=10, snr=r, predictor="ode")
+    x, stats = sample_pc(isotropic_score(ip, m, s), ip, jax.random.key(8), (n, 2), prediction="score",
+                         num_steps=100, corrector_steps=10, snr=r, predictor="ode")
     assert stats["nfe"] == 1100
     ratio = np.asarray(jnp.std(x, 0)) / s
     assert np.all(np.abs(ratio - np.sqrt(1 + r**2)) < 5 / np.sqrt(2 * n) + 0.01), ratio
@@ -236,10 +236,10 @@ def test_bad_input_raises_clear_errors():
         sample_annealed_langevin(lambda s, x: -x, jax.random.key(0), (4, 2), jnp.array([0.1, 1.0]))
     fn = gaussian([0.0], [1.0]).field(I.vp, "score")
     with pytest.raises(ValueError, match="predictor="):
-        sample_pc(fn, I.vp, jax.random.key(0), (4, 1), num_steps=10, predictor="euler")
+        sample_pc(fn, I.vp, jax.random.key(0), (4, 1), prediction="score", num_steps=10, predictor="euler")
     with pytest.raises(ValueError, match="snr"):
-        sample_pc(fn, I.vp, jax.random.key(0), (4, 1), num_steps=10, snr=0.0)
+        sample_pc(fn, I.vp, jax.random.key(0), (4, 1), prediction="score", num_steps=10, snr=0.0)
     with pytest.raises(ValueError, match="prediction="):
-        sample_pc(fn, I.vp, jax.random.key(0), (4, 1), "eps", num_steps=10)
+        sample_pc(fn, I.vp, jax.random.key(0), (4, 1), prediction="eps", num_steps=10)
     with pytest.raises(ValueError, match="shape"):
-        sample_pc(fn, I.vp, jax.random.key(0), (4,), num_steps=10)
+        sample_pc(fn, I.vp, jax.random.key(0), (4,), prediction="score", num_steps=10)

@@ -75,7 +75,7 @@ def points():
 
 def test_exact_linear(points):
     """α(1) = 0: the prior N(0, 1) is exact, so log_likelihood = log N(x; m, C) (float32 suffices: ~1e-5 nats)."""
-    lp, stats = log_likelihood(FIELDS["linear"], I.linear, points, rtol=1e-6, atol=1e-6, return_stats=True)
+    lp, stats = log_likelihood(FIELDS["linear"], I.linear, points, prediction="velocity", rtol=1e-6, atol=1e-6, return_stats=True)
     np.testing.assert_allclose(np.asarray(lp), gauss_logpdf(points, M, C), atol=1e-3)
     assert 20 < int(stats["nfe"]) < 500
 
@@ -86,7 +86,7 @@ def test_exact_vp(points):
     log_likelihood = log p_{t_min}(x) + log N(z; 0, σ(1)² I) − log p_1(z), z the exact flow of x to t = 1.
     """
     ip = I.vp
-    lp = np.asarray(log_likelihood(FIELDS["vp"], ip, points, rtol=1e-6, atol=1e-6))
+    lp = np.asarray(log_likelihood(FIELDS["vp"], ip, points, prediction="velocity", rtol=1e-6, atol=1e-6))
     z = exact_flow(ip, points, ip.t_min, ip.t_max)
     _, s1, _, _ = scales64(ip, ip.t_max)
     oracle = (gauss_logpdf(points, *marginal(ip, ip.t_min)) + gauss_logpdf(z, np.zeros(2), s1**2 * np.eye(2))
@@ -96,7 +96,7 @@ def test_exact_vp(points):
 
 
 def test_fixed_step_nfe_and_error(points):
-    lp, stats = log_likelihood(FIELDS["linear"], I.linear, points, solver="heun", num_steps=50, return_stats=True)
+    lp, stats = log_likelihood(FIELDS["linear"], I.linear, points, prediction="velocity", solver="heun", num_steps=50, return_stats=True)
     assert int(stats["nfe"]) == 100  # Heun: 2 evaluations per step
     # Heun is second order: 50 steps on this smooth flow are accurate to ~1e-4 nats (measured), bound 1e-2.
     np.testing.assert_allclose(np.asarray(lp), gauss_logpdf(points, M, C), atol=1e-2)
@@ -106,7 +106,7 @@ def test_mixture_linear():
     """Oracle 2: the exact mixture field's PF-ODE likelihood is the mixture log-density (linear: exact prior)."""
     mix = targets.GaussianMixture.diagonal([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[0.5, 0.8], [0.7, 0.4]])
     x = np.asarray(mix.sample(jax.random.key(0), 12))
-    lp = log_likelihood(mix.field(I.linear, "velocity"), I.linear, x, rtol=1e-6, atol=1e-6)
+    lp = log_likelihood(mix.field(I.linear, "velocity"), I.linear, x, prediction="velocity", rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(lp), np.asarray(jax.vmap(mix.log_prob)(x)), atol=2e-3)
 
 
@@ -115,7 +115,7 @@ def test_hutchinson_unbiased(points, probe):
     """One point repeated n times: each row has its own probe; their mean → the exact log-density."""
     n = 2000
     x = np.repeat(points[:1], n, axis=0)
-    lp = np.asarray(log_likelihood(FIELDS["linear"], I.linear, x, jax.random.key(1), divergence="hutchinson",
+    lp = np.asarray(log_likelihood(FIELDS["linear"], I.linear, x, jax.random.key(1), prediction="velocity", divergence="hutchinson",
                                    probe=probe, rtol=1e-6, atol=1e-6))
     exact = gauss_logpdf(points[:1], M, C)[0]
     assert lp.std() > 1e-3  # the estimate is random (the Jacobian is not diagonal)
@@ -210,15 +210,15 @@ def test_bits_per_dim():
 
 
 BAD_CALLS = [
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones(3)), "x must be a batch"),
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.array([[0.0, np.nan]])), "NaN"),
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), divergence="trace"), "divergence"),
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), divergence="hutchinson"), "key"),
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), jax.random.key(0), divergence="hutchinson",
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones(3), prediction="velocity"), "x must be a batch"),
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.array([[0.0, np.nan]]), prediction="velocity"), "NaN"),
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), prediction="velocity", divergence="trace"), "divergence"),
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), prediction="velocity", divergence="hutchinson"), "key"),
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), jax.random.key(0), prediction="velocity", divergence="hutchinson",
                             probe="uniform"), "probe"),
     (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), prediction="eps"), "prediction"),
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), solver="rk45"), "solver"),
-    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), atol=0.0), "atol"),
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), prediction="velocity", solver="rk45"), "solver"),
+    (lambda: log_likelihood(FIELDS["linear"], I.linear, np.ones((2, 2)), prediction="velocity", atol=0.0), "atol"),
     (lambda: cnf_log_prob(_linear_field, np.full((2, 3), np.inf)), "NaN or inf"),
     (lambda: cnf_log_prob(_linear_field, np.ones((2, 3)), divergence="hutchinson"), "key"),
     (lambda: bits_per_dim(-1.0, 0), "num_dims"),

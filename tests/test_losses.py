@@ -76,8 +76,8 @@ def test_exact_field_minimises_the_loss():
     x0 = g.sample(jax.random.key(3), 4000)
     exact = g.field(I.trig, "velocity")
     perturbed = lambda t, x: exact(t, x) + 0.2  # noqa: E731
-    l_exact = interpolant_loss(exact, I.trig, x0, KEY).mean()
-    l_pert = interpolant_loss(perturbed, I.trig, x0, KEY).mean()
+    l_exact = interpolant_loss(exact, I.trig, x0, KEY, prediction="velocity").mean()
+    l_pert = interpolant_loss(perturbed, I.trig, x0, KEY, prediction="velocity").mean()
     # E‖v + c − target‖² = E‖v − target‖² + ‖c‖² exactly in expectation (cross term has mean 0).
     np.testing.assert_allclose(l_pert - l_exact, 3 * 0.2**2, rtol=0.15)
 
@@ -100,7 +100,7 @@ def test_two_sided_targets():
 
 
 def test_loss_is_jittable_and_differentiable():
-    f = jax.jit(lambda c: interpolant_loss(lambda t, x: c * x, I.linear, X0, KEY).mean())
+    f = jax.jit(lambda c: interpolant_loss(lambda t, x: c * x, I.linear, X0, KEY, prediction="velocity").mean())
     assert np.isfinite(float(f(0.5)))
     assert np.isfinite(float(jax.grad(lambda c: f(c))(0.5)))
 
@@ -109,16 +109,16 @@ def test_bad_input():
     with pytest.raises(ValueError, match="prediction"):
         interpolant_loss(model, I.linear, X0, KEY, prediction="epsilon")
     with pytest.raises(ValueError, match="weighting"):
-        interpolant_loss(model, I.linear, X0, KEY, weighting="snr^2")
+        interpolant_loss(model, I.linear, X0, KEY, prediction="velocity", weighting="snr^2")
     with pytest.raises(ValueError, match="time_sampling"):
-        interpolant_loss(model, I.linear, X0, KEY, time_sampling="beta")
+        interpolant_loss(model, I.linear, X0, KEY, prediction="velocity", time_sampling="beta")
     with pytest.raises(ValueError, match="num_steps"):
-        interpolant_loss(model, I.linear, X0, KEY, time_sampling="discrete")
+        interpolant_loss(model, I.linear, X0, KEY, prediction="velocity", time_sampling="discrete")
     with pytest.raises(ValueError, match="x0 must be a batch"):
-        interpolant_loss(model, I.linear, X0[0], KEY)
+        interpolant_loss(model, I.linear, X0[0], KEY, prediction="velocity")
     with pytest.raises(ValueError, match="NaN"):
-        interpolant_loss(model, I.linear, X0.at[3, 1].set(jnp.nan), KEY)
-    with pytest.raises(ValueError, match="event shape"):
-        interpolant_loss(lambda t, x: x[:2], I.linear, X0, KEY)
+        interpolant_loss(model, I.linear, X0.at[3, 1].set(jnp.nan), KEY, prediction="velocity")
+    with pytest.raises(ValueError, match="per-sample shape and dtype"):
+        interpolant_loss(lambda t, x: x[:2], I.linear, X0, KEY, prediction="velocity")
     with pytest.raises(ValueError, match="x1 must have the shape"):
-        interpolant_loss(model, I.linear, X0, KEY, x1=X0[:, :2])
+        interpolant_loss(model, I.linear, X0, KEY, prediction="velocity", x1=X0[:, :2])

@@ -128,12 +128,13 @@ def test_ode_gaussian(name, solver, num_steps, prediction, tol):
 def test_ode_default_prior_and_euler_order():
     """Default prior N(0, σ(1)²) is exact for linear (α(1)=0); Euler's error halves when steps double."""
     ip = I.linear
-    xs, _ = sample_ode(field("linear", "velocity"), ip, jax.random.key(0), (4000, 2), solver="euler", num_steps=200)
+    xs, _ = sample_ode(field("linear", "velocity"), ip, jax.random.key(0), (4000, 2), prediction="velocity",
+                       solver="euler", num_steps=200)
     assert_moments(xs, M, S, extra=0.05, what="linear default prior")  # Euler-200 bias < 0.05 (pathwise test)
     x1 = draw_marginal(ip, 1.0, 4000)  # same x_init as test_ode_gaussian: the Euler-200 compilation is reused
     exact = exact_flow(ip, x1, 1.0, 0.0)
-    errs = [np.max(np.abs(np.asarray(sample_ode(field("linear", "velocity"), ip, None, solver="euler",
-                                                num_steps=k, x_init=x1)[0]) - exact)) for k in (200, 400)]
+    errs = [np.max(np.abs(np.asarray(sample_ode(field("linear", "velocity"), ip, None, prediction="velocity",
+                                                solver="euler", num_steps=k, x_init=x1)[0]) - exact)) for k in (200, 400)]
     assert 0.4 < errs[1] / errs[0] < 0.6  # first order: ratio → 1/2
 
 
@@ -151,7 +152,8 @@ def _counting_field():
 def test_nfe_counts_calls(solver, num_steps):
     """stats['nfe'] equals the true number of calls of fn (one sample, so no batching effects)."""
     fn, calls = _counting_field()
-    _, stats = sample_ode(fn, I.linear, None, solver=solver, num_steps=num_steps, x_init=jnp.ones((1, 2)))
+    _, stats = sample_ode(fn, I.linear, None, prediction="velocity", solver=solver, num_steps=num_steps,
+                          x_init=jnp.ones((1, 2)))
     jax.effects_barrier()
     assert int(stats["nfe"]) == calls[0]
     if solver != "tsit5":
@@ -205,7 +207,7 @@ def test_sde_gaussian(name, prediction, diffusion):
     n, steps, bias = 10000, 250, 0.01
     x1 = draw_marginal(ip, ip.t_max, n)
     eps_fn = _DIFFUSIONS.get(diffusion)
-    xs = sample_sde(field(name, prediction), ip, jax.random.key(2), prediction=prediction, diffusion=eps_fn,
+    xs, _ = sample_sde(field(name, prediction), ip, jax.random.key(2), prediction=prediction, diffusion=eps_fn,
                     num_steps=steps, x_init=x1)
     x1_np = np.asarray(x1, np.float64)
     # Start the recursion from the empirical moments of x_init (removes its MC error from the comparison).
@@ -257,8 +259,8 @@ def ddim_steps(indices, eta):
 
 @pytest.fixture(scope="module")
 def ddpm_samples():
-    return {v: sample_ddpm(field("ddpm", "noise"), I.ddpm, jax.random.key(3), (10000, 2), variance=v)
-            for v in ("beta", "beta_tilde")}
+    return {v: sample_ddpm(field("ddpm", "noise"), I.ddpm, jax.random.key(3), (10000, 2), prediction="noise",
+                           variance=v)[0] for v in ("beta", "beta_tilde")}
 
 
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
@@ -273,7 +275,8 @@ def test_ddpm_gaussian(ddpm_samples, variance):
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_gaussian(eta):
     steps = 50
-    xs = sample_ddim(field("ddpm", "noise"), I.ddpm, jax.random.key(4), (10000, 2), eta=eta, num_steps=steps)
+    xs, _ = sample_ddim(field("ddpm", "noise"), I.ddpm, jax.random.key(4), (10000, 2), prediction="noise", eta=eta,
+                        num_steps=steps)
     indices = np.round(np.linspace(1000, 0, steps + 1)).astype(int)
     mean, std = propagate(ddim_steps(indices, eta), 1 - ABAR[-1])
     assert_moments(xs, mean, std, what=f"ddim eta={eta}")
@@ -284,8 +287,8 @@ def test_ddim_gaussian(eta):
 
 def test_ddim_eta1_full_grid_equals_ddpm_beta_tilde(ddpm_samples):
     """Same key, same noise: DDIM(η=1) on every grid point is DDPM with β̃ (σ(0)=0: last step noiseless)."""
-    b = sample_ddim(field("ddpm", "noise"), I.ddpm, jax.random.key(3), (10000, 2), eta=1.0,
-                    timesteps=np.arange(1000, -1, -1) / 1000)
+    b, _ = sample_ddim(field("ddpm", "noise"), I.ddpm, jax.random.key(3), (10000, 2), prediction="noise", eta=1.0,
+                       timesteps=np.arange(1000, -1, -1) / 1000)
     np.testing.assert_allclose(np.asarray(ddpm_samples["beta_tilde"]), np.asarray(b), atol=1e-5)
 
 
@@ -350,7 +353,7 @@ def test_ddim_point_mass_lands_exactly():
 
         x_init = 3.0 * jax.random.normal(jax.random.key(6), (16, 3))
         for times in ([1.0, 0.7, 0.31, 0.05, 0.0], [0.999, 0.9, 0.5, 0.2, 0.0], [0.6, 0.5, 0.4, 0.3, 0.0]):
-            out = sample_ddim(fn, ip, None, timesteps=times, x_init=x_init)
+            out, _ = sample_ddim(fn, ip, None, prediction="noise", timesteps=times, x_init=x_init)
             np.testing.assert_allclose(np.asarray(out), np.broadcast_to(np.asarray(c), out.shape), atol=2e-5)
 
 
@@ -365,8 +368,8 @@ MIX = targets.GaussianMixture.diagonal([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]], [[
 def mixture_samples():
     ip = I.vp
     n = 3000
-    ode, _ = sample_ode(MIX.field(ip, "velocity"), ip, jax.random.key(7), (n, 2))
-    sde = sample_sde(MIX.field(ip, "score"), ip, jax.random.key(8), (n, 2), num_steps=250)
+    ode, _ = sample_ode(MIX.field(ip, "velocity"), ip, jax.random.key(7), (n, 2), prediction="velocity")
+    sde, _ = sample_sde(MIX.field(ip, "score"), ip, jax.random.key(8), (n, 2), prediction="score", num_steps=250)
     return np.asarray(ode, np.float64), np.asarray(sde, np.float64)
 
 
@@ -405,34 +408,34 @@ def _fn(t, x):
 
 
 BAD_CALLS = [
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), 5), "shape"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (5,)), "shape"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (5, 0)), "shape"),
-    (lambda: sample_ode(_fn, I.linear, None, x_init=jnp.array([[0.0, jnp.nan]])), "x_init"),
-    (lambda: sample_ode(_fn, I.linear, None, x_init=jnp.ones(3)), "x_init"),
-    (lambda: sample_ode(_fn, I.linear, None, (2, 3), x_init=jnp.ones((2, 2))), "shape"),
-    (lambda: sample_ode(_fn, I.linear, None, (2, 2)), "key"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), "epsilon"), "prediction"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), solver="rk4"), "solver"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), num_steps=0), "num_steps"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), rtol=-1.0), "rtol"),
-    (lambda: sample_ode(_fn, I.vp, jax.random.key(0), (2, 2), t_end=0.0), "t_end"),
-    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), t_start=0.2, t_end=0.5), "x_init"),
-    (lambda: sample_sde(_fn, I.vp, jax.random.key(0), (2, 2), t_start=0.2, t_end=0.5), "t_end < t_start"),
-    (lambda: sample_sde(_fn, I.vp, None, (2, 2)), "key"),
-    (lambda: sample_sde(_fn, I.linear, jax.random.key(0), (2, 2)), "diffusion"),
-    (lambda: sample_sde(_fn, I.vp, jax.random.key(0), (2, 2), diffusion=lambda t: -1.0), "diffusion"),
-    (lambda: sample_sde(_fn, I.vp, jax.random.key(0), (2, 2), diffusion=0.5), "diffusion"),
-    (lambda: sample_ddpm(_fn, I.ddpm, jax.random.key(0), (2, 2), variance="sigma"), "variance"),
-    (lambda: sample_ddpm(_fn, I.vp, jax.random.key(0), (2, 2)), "num_steps"),
-    (lambda: sample_ddpm(_fn, I.ddpm, jax.random.key(0), (2, 2), "noize"), "prediction"),
-    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), eta=1.5), "eta"),
-    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[0.5, 0.7, 0.0]), "decreasing"),
-    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[1.5, 0.7, 0.0]), "t_max"),
-    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[1.0, 0.0005, 0.0]), "t_min"),
-    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[1.0]), "timesteps"),
-    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), num_steps=5, timesteps=[1.0, 0.0]), "either"),
-    (lambda: sample_ddim(_fn, I.ddpm, None, (2, 2), eta=0.5), "key"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), 5, prediction="velocity"), "shape"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (5,), prediction="velocity"), "shape"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (5, 0), prediction="velocity"), "shape"),
+    (lambda: sample_ode(_fn, I.linear, None, x_init=jnp.array([[0.0, jnp.nan]]), prediction="velocity"), "x_init"),
+    (lambda: sample_ode(_fn, I.linear, None, x_init=jnp.ones(3), prediction="velocity"), "x_init"),
+    (lambda: sample_ode(_fn, I.linear, None, (2, 3), x_init=jnp.ones((2, 2)), prediction="velocity"), "shape"),
+    (lambda: sample_ode(_fn, I.linear, None, (2, 2), prediction="velocity"), "key"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), prediction="epsilon"), "prediction"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), solver="rk4", prediction="velocity"), "solver"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), num_steps=0, prediction="velocity"), "num_steps"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), rtol=-1.0, prediction="velocity"), "rtol"),
+    (lambda: sample_ode(_fn, I.vp, jax.random.key(0), (2, 2), t_end=0.0, prediction="velocity"), "t_end"),
+    (lambda: sample_ode(_fn, I.linear, jax.random.key(0), (2, 2), t_start=0.2, t_end=0.5, prediction="velocity"), "x_init"),
+    (lambda: sample_sde(_fn, I.vp, jax.random.key(0), (2, 2), t_start=0.2, t_end=0.5, prediction="velocity"), "t_end < t_start"),
+    (lambda: sample_sde(_fn, I.vp, None, (2, 2), prediction="velocity"), "key"),
+    (lambda: sample_sde(_fn, I.linear, jax.random.key(0), (2, 2), prediction="velocity"), "diffusion"),
+    (lambda: sample_sde(_fn, I.vp, jax.random.key(0), (2, 2), diffusion=lambda t: -1.0, prediction="velocity"), "diffusion"),
+    (lambda: sample_sde(_fn, I.vp, jax.random.key(0), (2, 2), diffusion=0.5, prediction="velocity"), "diffusion"),
+    (lambda: sample_ddpm(_fn, I.ddpm, jax.random.key(0), (2, 2), variance="sigma", prediction="noise"), "variance"),
+    (lambda: sample_ddpm(_fn, I.vp, jax.random.key(0), (2, 2), prediction="noise"), "num_steps"),
+    (lambda: sample_ddpm(_fn, I.ddpm, jax.random.key(0), (2, 2), prediction="noize"), "prediction"),
+    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), eta=1.5, prediction="noise"), "eta"),
+    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[0.5, 0.7, 0.0], prediction="noise"), "decreasing"),
+    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[1.5, 0.7, 0.0], prediction="noise"), "t_max"),
+    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[1.0, 0.0005, 0.0], prediction="noise"), "t_min"),
+    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), timesteps=[1.0], prediction="noise"), "timesteps"),
+    (lambda: sample_ddim(_fn, I.ddpm, jax.random.key(0), (2, 2), num_steps=5, timesteps=[1.0, 0.0], prediction="noise"), "either"),
+    (lambda: sample_ddim(_fn, I.ddpm, None, (2, 2), eta=0.5, prediction="noise"), "key"),
 ]
 
 

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 
 from ..likelihood import DIVERGENCES, PROBES, cnf_log_prob
 from ..nets.mlp import TimeMLP
-from ..samplers.ode import SOLVERS, check_positive_float, check_positive_int, integrate, summarize
+from .._checks import check_positive_float, check_positive_int
+from ..ode import SOLVERS, integrate, summarize
 from .bijector import check_batch
 
 __all__ = ["ADJOINTS", "CNF", "ffjord"]

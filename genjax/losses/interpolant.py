@@ -21,8 +21,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_batch, check_finite
+from .._checks import check_batch, check_callable, check_finite
 from ..interpolants import Interpolant, check_prediction
+from ..model import check_output, per_sample
 
 __all__ = ["interpolant_loss", "sample_time", "WEIGHTINGS", "TIME_SAMPLINGS"]
 
@@ -65,21 +66,23 @@ def _check_args(interpolant, x0, x1, prediction, weighting, time_sampling, num_s
 
 
 def interpolant_loss(
-    fn: Callable,
+    model: Callable,
     interpolant: Interpolant,
     x0,
     key,
     *,
-    prediction: str = "velocity",
+    prediction: str,
     weighting: str | Callable = "unit",
     time_sampling: str | Callable = "uniform",
     x1=None,
+    c=None,
     num_steps: int | None = None,
 ):
     """Per-sample interpolant losses, shape ``(n,)`` (take the mean to train).
 
     Args:
-      fn: per-sample model ``fn(t, x)`` predicting ``prediction`` (scalar ``t``, ``x`` of event shape).
+      model: per-sample model ``fn(t, x)`` (or ``fn(t, x, c)``) predicting ``prediction`` (scalar
+        ``t``, ``x`` of event shape), passed as data (:mod:`genjax.model`).
       interpolant: the path; one-sided unless ``interpolant.two_sided``.
       x0: data batch ``(n, *event_shape)``.
       key: PRNG key (split per sample, see the module docstring).
@@ -89,26 +92,34 @@ def interpolant_loss(
       x1: optional second batch. Two-sided paths need it (``x_t = α x0 + β x1 + γ z``, noise target ``z``,
         score target ``−z/γ``); for one-sided paths it replaces the Gaussian draw (e.g. coupled pairs),
         with noise target ``(β x1 + γ z)/σ``.
+      c: optional conditioning batch (a pytree of arrays with leading axis n), one entry per sample.
       num_steps: discrete grid size T (default ``interpolant.num_steps``).
 
     The squared error is summed over the event dimensions: ``‖·‖²``.
     """
+    check_callable(model, "model", "fn(t, x) or fn(t, x, c)")
     _check_args(interpolant, x0, x1, prediction, weighting, time_sampling, num_steps)
     x0 = jnp.asarray(x0)
     keys = jax.random.split(key, x0.shape[0])
+    if c is not None:
+        c = jax.tree.map(jnp.asarray, c)
+        if any(leaf.ndim < 1 or leaf.shape[0] != x0.shape[0] for leaf in jax.tree.leaves(c)):
+            raise ValueError(f"c must be batched alongside x0: every leaf needs the leading axis n={x0.shape[0]}")
+    check_output(model, jnp.zeros(()), jax.ShapeDtypeStruct(x0.shape[1:], x0.dtype),
+                 None if c is None else jax.tree.map(lambda a: a[0], c), where="interpolant_loss")
 
-    def per_sample(k, a0, a1):
+    def one(k, a0, a1, ci):
         kt, kz = jax.random.split(k)
         t = sample_time(kt, interpolant, time_sampling, num_steps)
         z = jax.random.normal(kz, a0.shape, a0.dtype)
+        xt = interpolant.sample_path(a0, t, z, a1)
         if a1 is None:  # one-sided: x_t = α x0 + σ ε
-            a, s, da, ds = interpolant.scales(t)
-            xt, noise, noise_scale = a * a0 + s * z, z, s
+            _, s, da, ds = interpolant.scales(t)
+            noise, noise_scale = z, s
             velocity = da * a0 + ds * z
         else:
-            a, b, g = interpolant.coefficients(t)
+            _, b, g = interpolant.coefficients(t)
             da, db, dg = interpolant.derivatives(t)
-            xt = a * a0 + b * a1 + g * z
             velocity = da * a0 + db * a1 + dg * z
             if interpolant.two_sided:
                 noise, noise_scale = z, g
@@ -118,15 +129,11 @@ def interpolant_loss(
         target = {"velocity": velocity, "noise": noise, "data": a0}.get(prediction)
         if target is None:  # score
             target = -noise / noise_scale
-        pred = fn(t, xt)
-        if jnp.shape(pred) != a0.shape:
-            raise ValueError(f"fn(t, x) must return the event shape {a0.shape}, got {jnp.shape(pred)}")
+        pred = per_sample(model, ci)(t, xt)
         if callable(weighting):
             w = weighting(t)
         else:
             w = noise_scale**2 if weighting == "sigma2" else 1.0
         return w * jnp.sum((pred - target) ** 2)
 
-    if x1 is None:
-        return jax.vmap(lambda k, a0: per_sample(k, a0, None))(keys, x0)
-    return jax.vmap(per_sample)(keys, x0, jnp.asarray(x1))
+    return jax.vmap(one)(keys, x0, None if x1 is None else jnp.asarray(x1), c)

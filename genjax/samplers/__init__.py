@@ -1,10 +1,14 @@
-"""Samplers: every one takes a per-sample model ``fn(t, x)``, an Interpolant and a prediction name.
+"""Samplers: every one takes a model (passed as data), an Interpolant and a prediction name.
 
+The contract (DESIGN.md): ``sample_*(model, interpolant, key, shape=None, *, prediction, x_init=None,
+c=None, chunk_size=None, mesh=None, ...) -> (samples, stats)`` with ``stats["nfe"]``.
 Generation runs from the prior at ``t_max`` down to ``t_min`` (data at t = 0; MATH.md §5).
 Langevin kernels (``ula``, ``mala``, ``sgld``) are ``init``/``step`` pairs over explicit state.
 """
 
-from .discrete import gaussian_step, sample_ddim, sample_ddpm
+from ..ode import SOLVERS, integrate
+from .common import map_chunks
+from .discrete import ddim_timesteps, gaussian_step, sample_ddim, sample_ddpm
 from .heun import edm_sigmas, sample_heun, sigma_to_time
 from .langevin import (
     PREDICTORS,
@@ -23,7 +27,7 @@ from .langevin import (
     sgld,
     ula,
 )
-from .ode import SOLVERS, integrate, sample_ode, velocity_field
+from .ode import sample_ode, velocity_field
 from .sde import reverse_drift, sample_sde
 
 __all__ = [
@@ -35,11 +39,13 @@ __all__ = [
     "SGLDInfo",
     "SGLDState",
     "SOLVERS",
+    "ddim_timesteps",
     "edm_sigmas",
     "gaussian_step",
     "integrate",
     "langevin_move",
     "mala",
+    "map_chunks",
     "polynomial_decay",
     "reverse_drift",
     "run_chains",

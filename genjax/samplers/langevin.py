@@ -19,14 +19,20 @@ import math
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_batch, is_concrete
-from ..interpolants import Interpolant, check_prediction, convert
-from .ode import check_interval, check_positive_int, check_start, initial_state
-from .sde import check_diffusion, resolve_diffusion, reverse_drift
+from .._checks import check_batch, check_positive_int, is_concrete
+from ..interpolants import Interpolant, convert
+from ..model import call, filter_jit
+from ..ode import integrate
+from .discrete import check_times
+from .common import (check_interval, check_sampler_args, check_samples, check_start, map_chunks, model_field,
+                     prior_draw, sample_inputs)
+from .ode import velocity_field
+from .sde import check_diffusion, resolve_diffusion, reverse_drift, sde_terms
 
 __all__ = [
     "Kernel",
@@ -233,27 +239,32 @@ def _check_sigmas(name, sigmas):
     return jnp.asarray(sigmas, jnp.float32)
 
 
-@partial(jax.jit, static_argnames=("score_fn", "steps_per_level", "denoise"))
-def _annealed(score_fn, key, x_init, sigmas, step_lr, steps_per_level, denoise):
+@filter_jit
+def _annealed(score_fn, sigmas, step_lr, steps_per_level, denoise, event_shape, inputs):
     step_sizes = 0.5 * step_lr * sigmas**2 / sigmas[-1] ** 2  # h_i = a_i / 2
 
-    def chain(key, x):
+    def chain(key, x, c):
+        k_init, k_run = jax.random.split(key)
+        x = sigmas[0] * jax.random.normal(k_init, event_shape) if x is None else x
+        score = lambda sigma, y: call(score_fn, sigma, y, c)
+
         def level(x, inputs):
             k, sigma, h = inputs
-            kernel = ula(h, score_fn=lambda y: score_fn(sigma, y))
+            kernel = ula(h, score_fn=lambda y: score(sigma, y))
             state, _ = _scan_kernel(kernel, k, kernel.init(x), steps_per_level)
             return state.position, None
 
-        x, _ = jax.lax.scan(level, x, (jax.random.split(key, sigmas.shape[0]), sigmas, step_sizes))
+        x, _ = jax.lax.scan(level, x, (jax.random.split(k_run, sigmas.shape[0]), sigmas, step_sizes))
         if denoise:  # Tweedie: E[x0 | x] = x + σ_L² s(σ_L, x)
-            x = x + sigmas[-1] ** 2 * score_fn(sigmas[-1], x)
+            x = x + sigmas[-1] ** 2 * score(sigmas[-1], x)
         return x
 
-    return jax.vmap(chain)(jax.random.split(key, x_init.shape[0]), x_init)
+    return jax.vmap(chain)(*inputs)
 
 
-def sample_annealed_langevin(score_fn: Callable, key, shape, sigmas, *, steps_per_level: int = 100,
-                             step_lr: float = 2e-5, denoise: bool = True, x_init=None):
+def sample_annealed_langevin(score_fn, key, shape=None, sigmas=None, *, steps_per_level: int = 100,
+                             step_lr: float = 2e-5, denoise: bool = True, x_init=None, c=None,
+                             chunk_size: int | None = None, mesh=None):
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) with a noise-conditional score.
 
     For ``σ_1 > … > σ_L``: ``steps_per_level`` steps of
@@ -262,22 +273,29 @@ def sample_annealed_langevin(score_fn: Callable, key, shape, sigmas, *, steps_pe
     ``x + σ_L² s(σ_L, x)`` (Jolicoeur-Martineau et al. 2021; Song & Ermon 2020).
 
     Args:
-      score_fn: per-sample ``score_fn(sigma, x) ≈ ∇ log p_σ(x)`` (data convolved with ``N(0, σ²I)``).
-      shape: ``(n, *event_shape)`` (may be ``None`` with ``x_init``); chains start at ``x_init``
-        or ``N(0, σ_1² I)``.
+      score_fn: per-sample ``score_fn(sigma, x) ≈ ∇ log p_σ(x)`` (data convolved with ``N(0, σ²I)``),
+        or ``score_fn(sigma, x, c)`` with a conditioning batch ``c``; passed as data like every model.
+      shape: ``(n, *event_shape)`` (may be ``None`` with ``x_init``); chain ``i`` starts at
+        ``x_init[i]`` or ``N(0, σ_1² I)`` and draws its noise from ``split(key, n)[i]``.
+      sigmas: the decreasing noise levels (required).
+      chunk_size, mesh: as :func:`genjax.samplers.sample_ode`.
 
     Returns ``(samples, stats)`` with ``stats["nfe"] = L · steps_per_level (+1)``.
     """
     if not callable(score_fn):
         raise ValueError(f"sample_annealed_langevin: score_fn must be a callable (sigma, x) -> score, got {score_fn!r}")
+    if sigmas is None:
+        raise ValueError("sample_annealed_langevin: sigmas (the decreasing noise levels) is required")
     sigmas = _check_sigmas("sample_annealed_langevin", sigmas)
     steps = check_positive_int(steps_per_level, "sample_annealed_langevin: steps_per_level")
     _check_step_size("sample_annealed_langevin (step_lr)", step_lr)
+    if key is None:
+        raise ValueError("sample_annealed_langevin: key is required (it drives the Langevin noise)")
     shape, x_init = check_start(key, shape, x_init)
-    k_init, k_run = jax.random.split(key)
-    if x_init is None:
-        x_init = sigmas[0] * jax.random.normal(k_init, shape)
-    samples = _annealed(score_fn, k_run, x_init, sigmas, jnp.float32(step_lr), steps, bool(denoise))
+    samples = map_chunks(
+        lambda chunk: _annealed(score_fn, sigmas, jnp.float32(step_lr), steps, bool(denoise), shape[1:], chunk),
+        sample_inputs(key, shape, x_init, c), chunk_size=chunk_size, mesh=mesh)
+    check_samples(samples, "sample_annealed_langevin")
     return samples, {"nfe": sigmas.shape[0] * steps + int(bool(denoise))}
 
 
@@ -286,66 +304,95 @@ def _batch_norm(a):
     return jnp.mean(jnp.sqrt(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=-1)))
 
 
-@partial(jax.jit, static_argnames=("fn", "interpolant", "prediction", "num_steps", "corrector_steps", "predictor"))
-def _pc(fn, interpolant, prediction, num_steps, corrector_steps, predictor, key, x, snr):
-    t_max, t_min = interpolant.t_max, interpolant.t_min
-    dt = (t_max - t_min) / num_steps
-    diffusion = resolve_diffusion(interpolant, None) if predictor == "reverse_sde" else (lambda t: jnp.zeros(()))
-    drift = jax.vmap(reverse_drift(fn, interpolant, prediction, diffusion), in_axes=(None, 0))
-    score = jax.vmap(lambda t, y: convert(fn(t, y), prediction, "score", interpolant, t, y), in_axes=(None, 0))
+@filter_jit
+def _pc(model, interpolant, prediction, event_shape, dtype, corrector_steps, predictor, times, snr, inputs):
+    keys, x, c = inputs
+    n = keys.shape[0]
+    diffusion = resolve_diffusion(interpolant, None) if predictor == "reverse_sde" else None
+    def field(c_i):
+        return model_field(model, interpolant, prediction, c_i, event_shape, dtype, "sample_pc")
 
-    def correct(t, alpha_ratio, x, key):
-        s, noise = score(t, x), jax.random.normal(key, x.shape, x.dtype)
+    def score(t, y):
+        return jax.vmap(lambda yi, ci: convert(field(ci)(t, yi), prediction, "score", interpolant, t, yi))(y, c)
+
+    def correct(t, alpha_ratio, y, k):
+        s, noise = score(t, y), jax.random.normal(k, y.shape, y.dtype)
         h = 2.0 * alpha_ratio * (snr * _batch_norm(noise) / _batch_norm(s)) ** 2
-        return langevin_move(x, s, h, noise)
+        return langevin_move(y, s, h, noise)
 
-    def step(x, inputs):
-        i, key = inputs
-        t = t_max - i * dt
-        k_corr, k_pred = jax.random.split(key)
-        alpha_ratio = (interpolant.alpha(t) / interpolant.alpha(t - dt)) ** 2  # 1 − β_i of DDPM; 1 for VE
-        x, _ = jax.lax.scan(lambda y, k: (correct(t, alpha_ratio, y, k), None), x,
+    def predict_one(t, s, yi, ci, ki):
+        f = field(ci)
+        if diffusion is None:  # PF-ODE Euler step
+            v = velocity_field(f, interpolant, prediction)
+            return integrate(lambda tt, yy, args: v(tt, yy), yi, t, s, solver="euler", num_steps=1)[0]
+        terms = sde_terms(reverse_drift(f, interpolant, prediction, diffusion), diffusion, yi, ki)
+        return integrate(None, yi, t, s, solver="euler", num_steps=1, terms=terms, adjoint=diffrax.ForwardMode())[0]
+
+    def step(y, inputs):
+        t, s, k = inputs
+        k_corr, k_pred = jax.random.split(k)
+        alpha_ratio = (interpolant.alpha(t) / interpolant.alpha(s)) ** 2  # 1 − β_i of DDPM; 1 for VE
+        y, _ = jax.lax.scan(lambda z, kk: (correct(t, alpha_ratio, z, kk), None), y,
                             jax.random.split(k_corr, corrector_steps))
-        noise = jax.random.normal(k_pred, x.shape, x.dtype)
-        return x - drift(t, x) * dt + jnp.sqrt(2.0 * diffusion(t) * dt) * noise, None
+        y = jax.vmap(lambda yi, ci, ki: predict_one(t, s, yi, ci, ki))(y, c, jax.random.split(k_pred, n))
+        return y, None
 
-    x, _ = jax.lax.scan(step, x, (jnp.arange(num_steps), jax.random.split(key, num_steps)))
-    return x
+    k_init = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    if x is None:
+        x = jax.vmap(lambda k: prior_draw(k, event_shape, interpolant.sigma(times[0])).astype(dtype))(k_init)
+    # The corrector's step uses batch statistics, so the chunk shares one noise stream (from its first key).
+    y, _ = jax.lax.scan(step, x, (times[:-1], times[1:], jax.random.split(jax.random.fold_in(keys[0], 1),
+                                                                         times.shape[0] - 1)))
+    return y
 
 
-def sample_pc(fn: Callable, interpolant: Interpolant, key, shape=None, prediction: str = "score", *,
-              num_steps: int = 1000, corrector_steps: int = 1, snr: float = 0.16, predictor: str = "reverse_sde",
-              x_init=None):
+def sample_pc(model, interpolant: Interpolant, key, shape=None, *, prediction: str, num_steps: int = 1000,
+              ts=None, corrector_steps: int = 1, snr: float = 0.16, predictor: str = "reverse_sde", x_init=None,
+              c=None, chunk_size: int | None = None, mesh=None):
     """Predictor–corrector sampling (Song et al. 2021, Alg. 1, 4, 5) for any one-sided interpolant model.
 
-    On ``num_steps`` equal steps from ``t_max`` down to ``t_min``, at each ``t_i``:
+    On ``num_steps`` equal steps from ``t_max`` down to ``t_min`` (or the decreasing grid ``ts``), at each ``t_i``:
 
     * corrector: ``corrector_steps`` Langevin moves ``x ← x + h s(t_i, x) + sqrt(2h) ξ`` with the
-      signal-to-noise rule ``h = 2 α_i (r ‖ξ‖/‖s‖)²``, ``r = snr``, ``α_i = α(t_i)²/α(t_i − Δt)²``
+      signal-to-noise rule ``h = 2 α_i (r ‖ξ‖/‖s‖)²``, ``r = snr``, ``α_i = α(t_i)²/α(t_{i+1})²``
       (``1 − β_i`` for VP, ``1`` for VE).  As in the reference implementation the norms are
-      batch means of per-sample norms, so the step is shared by the batch;
-    * predictor: one Euler–Maruyama step ``t_i → t_i − Δt`` of the reverse SDE
-      ``dx = [v − ε s] dt + sqrt(2ε) dW̄`` with ``ε = g²/2`` (``predictor="reverse_sde"``, the
-      drift of :func:`genjax.samplers.sde.reverse_drift`) or the PF-ODE Euler step (``"ode"``, ε = 0).
+      batch means of per-sample norms, so the step is shared by the batch (by the chunk, with
+      ``chunk_size``: samples then depend on the chunking);
+    * predictor: one Euler–Maruyama step ``t_i → t_{i+1}`` of the reverse SDE
+      ``dx = [v − ε s] dt + sqrt(2ε) dW̄`` with ``ε = g²/2`` — the terms and diffrax core of
+      :func:`genjax.samplers.sample_sde` (``predictor="reverse_sde"``) — or the PF-ODE Euler
+      step of :func:`genjax.samplers.sample_ode` (``"ode"``).
 
     Starts from ``x_init`` or the prior ``N(0, σ(t_max)² I)``; every step (the last included)
     adds its noise.  Returns ``(samples, stats)`` with ``stats["nfe"] = num_steps · (1 + corrector_steps)``.
     """
-    check_prediction(prediction)
-    if not callable(fn):
-        raise ValueError(f"sample_pc: fn must be a callable fn(t, x), got {fn!r}")
     if predictor not in PREDICTORS:
         raise ValueError(f"sample_pc: predictor={predictor!r} is not known; expected one of {PREDICTORS}")
-    num_steps = check_positive_int(num_steps, "num_steps")
+    if ts is None:
+        num_steps = check_positive_int(num_steps, "num_steps")
+        t_start, t_end = check_interval(interpolant, None, None, decreasing=True)
+        times = np.linspace(t_start, t_end, num_steps + 1)
+    else:
+        times = check_times(interpolant, ts, "ts")
+        t_start, t_end = check_interval(interpolant, times[0], times[-1], decreasing=True)
+        num_steps = times.size - 1
+    # the corrector and the Euler predictor evaluate the model at every grid time but the last
+    check_sampler_args(model, interpolant, prediction, "sample_pc", float(times[-2]), t_start,
+                       to=("velocity", "score"))
     if isinstance(corrector_steps, bool) or int(corrector_steps) != corrector_steps or corrector_steps < 0:
         raise ValueError(f"sample_pc: corrector_steps must be an integer >= 0, got {corrector_steps!r}")
     if not (math.isfinite(snr) and snr > 0):
         raise ValueError(f"sample_pc: snr must be a finite positive number, got {snr!r}")
-    t_start, t_end = check_interval(interpolant, None, None, decreasing=True)
     if predictor == "reverse_sde":
         check_diffusion(resolve_diffusion(interpolant, None), t_start, t_end)
+    if key is None:
+        raise ValueError("sample_pc: key is required (it drives the Langevin and SDE noise)")
     shape, x_init = check_start(key, shape, x_init)
-    k_init, k_run = jax.random.split(key)
-    x = initial_state(interpolant, k_init, shape, x_init, t_start)
-    samples = _pc(fn, interpolant, prediction, num_steps, int(corrector_steps), predictor, k_run, x, jnp.float32(snr))
+    dtype = jnp.result_type(float) if x_init is None else x_init.dtype
+    times = jnp.asarray(times, jnp.result_type(float))
+    samples = map_chunks(
+        lambda chunk: _pc(model, interpolant, prediction, shape[1:], dtype, int(corrector_steps), predictor, times,
+                          jnp.float32(snr), chunk),
+        sample_inputs(key, shape, x_init, c), chunk_size=chunk_size, mesh=mesh)
+    check_samples(samples, "sample_pc")
     return samples, {"nfe": num_steps * (1 + int(corrector_steps))}

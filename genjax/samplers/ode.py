@@ -1,233 +1,131 @@
-"""Probability-flow ODE sampling through diffrax, and the helpers every sampler shares.
+"""Probability-flow ODE sampling through the shared diffrax core (:mod:`genjax.ode`).
 
 Generation integrates ``dx/dt = v(t, x)`` from ``t_max`` down to ``t_min`` (data at t = 0,
-prior at t = 1; MATH.md §1, §5).  Models are per-sample callables ``fn(t, x)`` predicting
-``velocity | noise | data | score``; the velocity comes from :func:`genjax.interpolants.convert`.
-Everything stays on ``[t_min, t_max]``, where the conversions are finite (MATH.md §3): a
-``noise``/``score`` model needs ``α(t) > 0`` there, a ``data``/``score`` model ``σ(t) > 0``.
+prior at t = 1; MATH.md §1, §5).  The model predicts ``velocity | noise | data | score``; the
+velocity comes from :func:`genjax.interpolants.convert`.  Everything stays on
+``[t_min, t_max]``, where the conversions are finite (MATH.md §3).
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from typing import Callable, NamedTuple
-
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
-from ..interpolants import Interpolant, check_prediction, convert
+from ..interpolants import Interpolant, convert
+from ..model import filter_jit
+from ..ode import SOLVERS, check_grid, integrate, raise_on_failure, resolve_solver, summarize
+from .common import (check_interval, check_sampler_args, check_samples, check_start, map_chunks, model_field,
+                     prior_draw, sample_inputs)
 
-__all__ = ["SOLVERS", "sample_ode", "velocity_field", "integrate"]
-
-
-class Solver(NamedTuple):
-    """A diffrax solver and how many vector-field evaluations it costs.
-
-    ``nfe = initial_evals + evals_per_step * num_steps`` (diffrax's ``num_steps`` counts
-    accepted and rejected steps).  Tsit5/Dopri5 are FSAL: 7 stages, the first evaluated once
-    at ``t0`` and then reused from the previous step, so 6 new evaluations per step.  Checked
-    against an exact call count in ``tests/test_samplers.py``.
-    """
-
-    make: Callable[[], diffrax.AbstractSolver]
-    adaptive: bool
-    evals_per_step: int
-    initial_evals: int
+__all__ = ["SOLVERS", "sample_ode", "velocity_field", "resolve_times", "check_save_times", "trajectory_stats"]
 
 
-SOLVERS = {
-    "euler": Solver(diffrax.Euler, False, 1, 0),
-    "heun": Solver(diffrax.Heun, False, 2, 0),
-    "midpoint": Solver(diffrax.Midpoint, False, 2, 0),
-    "tsit5": Solver(diffrax.Tsit5, True, 6, 1),
-    "dopri5": Solver(diffrax.Dopri5, True, 6, 1),
-}
-
-_ADAPTIVE_MAX_STEPS = 4096
+def velocity_field(fn, interpolant: Interpolant, prediction: str):
+    """Per-sample PF-ODE velocity ``v(t, x)`` from a per-sample model predicting ``prediction`` (MATH.md §3)."""
+    return lambda t, x: convert(fn(t, x), prediction, "velocity", interpolant, t, x)
 
 
-# ---------------------------------------------------------------------------------
-# Validation helpers (eager, before jit), shared by every sampler and the likelihood.
-# ---------------------------------------------------------------------------------
+def resolve_times(interpolant: Interpolant, t_start, t_end, ts, *, decreasing: bool):
+    """``(t_start, t_end, ts)``: an explicit grid ``ts`` (inside ``[t_min, t_max]``) fixes both ends."""
+    if ts is None:
+        return (*check_interval(interpolant, t_start, t_end, decreasing=decreasing), None)
+    if t_start is not None or t_end is not None:
+        raise ValueError("pass either ts (an explicit time grid) or t_start/t_end, not both")
+    ts = check_grid(ts, "ts")
+    t_start, t_end = check_interval(interpolant, ts[0], ts[-1], decreasing=decreasing)
+    return t_start, t_end, jnp.asarray(ts, jnp.result_type(float))
 
 
-def check_solver(solver: str) -> Solver:
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not a known solver; expected one of {tuple(SOLVERS)}")
-    return SOLVERS[solver]
+def check_save_times(save_times, t_start: float, t_end: float):
+    """Times monotone in the direction of integration, inside ``[t_end, t_start]`` (either order)."""
+    if save_times is None:
+        return None
+    times = np.atleast_1d(np.asarray(save_times, np.float64))
+    lo, hi = min(t_start, t_end), max(t_start, t_end)
+    direction = np.sign(t_end - t_start)
+    if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(times < lo) or np.any(times > hi) or (
+            times.size > 1 and not np.all(np.sign(np.diff(times)) == direction)):
+        raise ValueError(f"save_times must be finite times inside [{lo}, {hi}], strictly monotone from "
+                         f"t_start={t_start} towards t_end={t_end}; got {times.tolist()!r:.200}")
+    return jnp.asarray(times, jnp.result_type(float))
 
 
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+def trajectory_stats(stats: dict, save_times) -> dict:
+    """Move a per-sample ``trajectory`` (n, T, ...) to ``stats["trajectory"]`` (T, n, ...) with its times."""
+    if "trajectory" in stats:
+        stats["trajectory"] = jnp.moveaxis(jnp.asarray(stats["trajectory"]), 1, 0)
+        stats["save_times"] = save_times
+    return stats
 
 
-def check_positive_float(value, name: str) -> float:
-    is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-    if not is_number or not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+@filter_jit
+def _ode(model, interpolant, prediction, event_shape, dtype, solver, num_steps, ts, rtol, atol, controller,
+         max_steps, save_times, t_start, t_end, inputs):
+    def one(key, x0, c):
+        f = model_field(model, interpolant, prediction, c, event_shape, dtype, "sample_ode")
+        v = velocity_field(f, interpolant, prediction)
+        x0 = prior_draw(key, event_shape, interpolant.sigma(t_start)).astype(dtype) if x0 is None else x0
+        return integrate(lambda t, y, args: v(t, y), x0, t_start, t_end, solver=solver, num_steps=num_steps, ts=ts,
+                         rtol=rtol, atol=atol, max_steps=max_steps, stepsize_controller=controller,
+                         save_times=save_times)
+
+    return jax.vmap(one)(*inputs)
 
 
-def check_batch(x, name: str = "x") -> jax.Array:
-    """``x`` as a float array of shape ``(n, *event)`` (2-D or more, n >= 1) with finite entries."""
-    _checks.check_batch(name, x)
-    x = jnp.asarray(x)
-    if x.shape[0] < 1:
-        raise ValueError(f"{name} must hold at least one sample, got shape {x.shape}")
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
-def check_shape(shape) -> tuple[int, ...]:
-    """``shape`` as a tuple ``(n, *event_shape)`` of positive ints with at least 2 entries."""
-    if not isinstance(shape, (tuple, list)) or len(shape) < 2 or not all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape
-    ):
-        raise ValueError(
-            f"shape must be a tuple (n, *event_shape) of positive ints with at least 2 entries, got {shape!r}"
-        )
-    return tuple(int(s) for s in shape)
-
-
-def check_start(key, shape, x_init) -> tuple[tuple[int, ...], jax.Array | None]:
-    """Validate ``(key, shape)`` or ``x_init``; returns ``(shape, x_init)``."""
-    if x_init is not None:
-        x_init = check_batch(x_init, "x_init")
-        if shape is not None and check_shape(shape) != x_init.shape:
-            raise ValueError(f"shape={tuple(shape)} does not match x_init.shape={x_init.shape}")
-        return x_init.shape, x_init
-    if key is None:
-        raise ValueError("key is required to draw the initial state from the prior (or pass x_init)")
-    if shape is None:
-        raise ValueError("shape=(n, *event_shape) is required when x_init is not given")
-    return check_shape(shape), None
-
-
-def check_interval(interpolant: Interpolant, t_start, t_end, *, decreasing: bool) -> tuple[float, float]:
-    """Resolve ``t_start`` (default ``t_max``) and ``t_end`` (default ``t_min``) inside ``[t_min, t_max]``."""
-    if interpolant.two_sided:
-        raise ValueError("samplers need a one-sided interpolant (Gaussian prior); got a two-sided one")
-    lo, hi = interpolant.t_min, interpolant.t_max
-    t_start = hi if t_start is None else float(t_start)
-    t_end = lo if t_end is None else float(t_end)
-    for name, value in (("t_start", t_start), ("t_end", t_end)):
-        if not lo <= value <= hi:
-            raise ValueError(
-                f"{name}={value} must lie in [t_min, t_max] = [{lo}, {hi}] of interpolant {interpolant.name!r}"
-            )
-    if t_start == t_end or (decreasing and t_end > t_start):
-        want = "t_end < t_start" if decreasing else "t_end != t_start"
-        raise ValueError(f"need {want}, got t_start={t_start}, t_end={t_end}")
-    return t_start, t_end
-
-
-def initial_state(interpolant: Interpolant, key, shape, x_init, t_start):
-    """``x_init`` or a draw from ``N(0, σ(t_start)² I)`` (the prior ``N(0, σ(t_max)² I)`` by default)."""
-    if x_init is not None:
-        return x_init
-    return interpolant.sigma(t_start) * jax.random.normal(key, shape)
-
-
-def velocity_field(fn: Callable, interpolant: Interpolant, prediction: str) -> Callable:
-    """Per-sample PF-ODE velocity ``v(t, x)`` from a model predicting ``prediction`` (MATH.md §3)."""
-    check_prediction(prediction)
-
-    def v(t, x):
-        return convert(fn(t, x), prediction, "velocity", interpolant, t, x)
-
-    return v
-
-
-# ---------------------------------------------------------------------------------
-# One ODE solve (per sample); shared with the likelihood / CNF core.
-# ---------------------------------------------------------------------------------
-
-
-def integrate(vector_field, y0, t0, t1, *, solver="tsit5", num_steps=100, rtol=1e-5, atol=1e-5,
-              max_steps=None, args=None, adjoint=None):
-    """Solve ``dy/dt = vector_field(t, y, args)`` from ``t0`` to ``t1`` (either direction) with diffrax.
-
-    Fixed-step solvers take ``num_steps`` equal steps; adaptive ones use a PID controller with
-    ``rtol``/``atol`` and start from the step ``(t1 − t0)/num_steps``.  ``y`` may be any pytree.
-    Returns ``(y(t1), stats)`` with ``stats = {nfe, num_steps, num_rejected_steps}``.
-    """
-    spec = SOLVERS[solver]
-    if max_steps is None:
-        max_steps = _ADAPTIVE_MAX_STEPS if spec.adaptive else num_steps
-    controller = diffrax.PIDController(rtol=rtol, atol=atol) if spec.adaptive else diffrax.ConstantStepSize()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), spec.make(), t0, t1, (t1 - t0) / num_steps, y0, args=args,
-        stepsize_controller=controller, saveat=diffrax.SaveAt(t1=True), max_steps=max_steps,
-        adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
-    )
-    steps = sol.stats["num_steps"]
-    stats = {
-        "nfe": spec.initial_evals + spec.evals_per_step * steps,
-        "num_steps": steps,
-        "num_rejected_steps": sol.stats["num_rejected_steps"],
-    }
-    return jax.tree.map(lambda leaf: leaf[-1], sol.ys), stats
-
-
-def summarize(stats: dict) -> dict:
-    """Per-sample solver stats → ``nfe`` (max over the batch = batched calls of ``fn``), ``nfe_mean`` and the rest."""
-    per_sample = {k: v for k, v in stats.items() if k != "nfe"}
-    return {"nfe": jnp.max(stats["nfe"]), "nfe_mean": jnp.mean(stats["nfe"]), **per_sample}
-
-
-@functools.partial(jax.jit,
-                   static_argnames=("fn", "interpolant", "prediction", "shape", "solver", "num_steps", "max_steps"))
-def _sample_ode(fn, interpolant, prediction, shape, solver, num_steps, max_steps, key, x_init, t_start, t_end,
-                rtol, atol):
-    x = initial_state(interpolant, key, shape, x_init, t_start)
-    v = velocity_field(fn, interpolant, prediction)
-    solve = functools.partial(integrate, lambda t, y, args: v(t, y), t0=t_start, t1=t_end, solver=solver,
-                              num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps)
-    samples, stats = jax.vmap(solve)(x)
-    return samples, summarize(stats)
-
-
-def sample_ode(fn, interpolant: Interpolant, key, shape=None, prediction: str = "velocity", *, solver: str = "tsit5",
-               num_steps: int = 100, rtol: float = 1e-5, atol: float = 1e-5, t_start=None, t_end=None, x_init=None,
-               max_steps: int | None = None):
+def sample_ode(model, interpolant: Interpolant, key=None, shape=None, *, prediction: str, solver="tsit5",
+               num_steps: int = 100, ts=None, rtol: float = 1e-5, atol: float = 1e-5, stepsize_controller=None,
+               max_steps: int | None = None, t_start=None, t_end=None, x_init=None, c=None, save_times=None,
+               chunk_size: int | None = None, mesh=None):
     """Sample by integrating the probability-flow ODE ``dx/dt = v(t, x)`` (MATH.md §5).
 
     Song et al. 2021 ("Score-Based Generative Modeling through SDEs", PF-ODE) / Lipman et
     al. 2023 (flow matching), in this project's time convention: from ``t_start`` (default
     ``t_max``) down to ``t_end`` (default ``t_min``), starting from ``x_init`` or from
-    ``N(0, σ(t_start)² I)`` (the prior ``N(0, σ(t_max)² I)``).  Both times must lie in
-    ``[t_min, t_max]``; ``t_end > t_start`` (encoding data to noise) needs ``x_init``.
+    ``N(0, σ(t_start)² I)``.  ``t_end > t_start`` (encoding data to noise) needs ``x_init``.
 
     Args:
-      fn: per-sample model ``fn(t, x)``, scalar ``t``, ``x`` of the event shape.
+      model: per-sample model ``fn(t, x)`` or ``fn(t, x, c)``, passed as data (:mod:`genjax.model`).
       interpolant: a one-sided :class:`~genjax.interpolants.Interpolant`.
-      key: PRNG key for the prior draw (unused with ``x_init``).
+      key: PRNG key for the prior draws (sample ``i`` uses ``split(key, n)[i]``; unused with ``x_init``).
       shape: ``(n, *event_shape)``; may be omitted with ``x_init``.
-      prediction: what ``fn`` predicts: ``velocity | noise | data | score``.
-      solver: ``euler | heun | midpoint`` (``num_steps`` fixed steps) or ``tsit5 | dopri5``
-        (adaptive, PID controller with ``rtol``/``atol``, first step ``Δt/num_steps``).
-      max_steps: diffrax's step limit (default ``num_steps`` fixed, 4096 adaptive).
+      prediction: what the model predicts: ``velocity | noise | data | score`` (required).
+      solver: ``euler | heun | midpoint`` (``num_steps`` fixed steps), ``tsit5 | dopri5``
+        (adaptive, PID controller with ``rtol``/``atol``, first step ``Δt/num_steps``), or a
+        diffrax explicit solver object; ``stepsize_controller`` replaces the default controller.
+      ts: an explicit time grid from ``t_start`` to ``t_end`` (``diffrax.StepTo``) instead of
+        ``num_steps``/``t_start``/``t_end``.
+      max_steps: step budget of an adaptive solve (default 4096); exceeding it raises.
+      c: conditioning batch (leading axis n) passed to ``fn(t, x, c)`` per sample.
+      save_times: times at which to record the trajectory, returned as ``stats["trajectory"]``
+        of shape ``(len(save_times), n, *event_shape)``.
+      chunk_size: integrate at most this many samples at once (bounded memory for any n;
+        several chunks are returned as a NumPy array).
+      mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis: samples are sharded over it.
 
     Returns:
-      ``(samples, stats)``: samples of ``shape``; ``stats["nfe"]`` = evaluations of ``fn``
-      per sample (max over the batch, which is the number of batched calls made; computed
-      as ``initial_evals + evals_per_step · num_steps`` from diffrax's step count, see
-      :class:`Solver`), ``nfe_mean``, and per-sample ``num_steps``/``num_rejected_steps``.
+      ``(samples, stats)``: ``stats["nfe"]`` = model evaluations per sample (max over the
+      batch = batched calls; ``initial_evals + evals_per_step · num_steps`` from diffrax's
+      step count, see :class:`genjax.ode.Solver`), ``nfe_mean`` and per-sample
+      ``num_steps``/``num_rejected_steps``.  Raises ``FloatingPointError`` on non-finite
+      samples and ``RuntimeError`` when an adaptive solve exceeds ``max_steps``.
     """
-    check_prediction(prediction)
-    check_solver(solver)
-    num_steps = check_positive_int(num_steps, "num_steps")
-    rtol, atol = check_positive_float(rtol, "rtol"), check_positive_float(atol, "atol")
-    if max_steps is not None:
-        max_steps = check_positive_int(max_steps, "max_steps")
-    t_start, t_end = check_interval(interpolant, t_start, t_end, decreasing=False)
+    t_start, t_end, ts = resolve_times(interpolant, t_start, t_end, ts, decreasing=False)
+    check_sampler_args(model, interpolant, prediction, "sample_ode", min(t_start, t_end), max(t_start, t_end))
+    resolve_solver(solver)
+    num_steps = _checks.check_positive_int(num_steps, "num_steps")
+    rtol, atol = _checks.check_positive_float(rtol, "rtol"), _checks.check_positive_float(atol, "atol")
+    max_steps = _checks.check_optional_positive_int(max_steps, "max_steps")
     if t_end > t_start and x_init is None:
         raise ValueError("integrating forward in time (t_end > t_start) encodes data: pass x_init")
     shape, x_init = check_start(key, shape, x_init)
-    return _sample_ode(fn, interpolant, prediction, shape, solver, num_steps, max_steps, key, x_init,
-                       t_start, t_end, rtol, atol)
+    save_times = check_save_times(save_times, t_start, t_end)
+    dtype = jnp.result_type(float) if x_init is None else x_init.dtype
+    samples, stats = map_chunks(
+        lambda chunk: _ode(model, interpolant, prediction, shape[1:], dtype, solver, num_steps, ts, rtol, atol,
+                           stepsize_controller, max_steps, save_times, t_start, t_end, chunk),
+        sample_inputs(key, shape, x_init, c), chunk_size=chunk_size, mesh=mesh)
+    check_samples(samples, "sample_ode")
+    raise_on_failure(stats, "sample_ode", max_steps)
+    return samples, trajectory_stats(summarize(stats), save_times)

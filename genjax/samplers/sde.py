@@ -1,4 +1,4 @@
-"""Reverse-time SDE sampling with tunable diffusion, Euler–Maruyama through diffrax.
+"""Reverse-time SDE sampling with tunable diffusion, Euler–Maruyama through the diffrax core.
 
 ``dx = [v(t, x) − ε(t) s(t, x)] dt + sqrt(2 ε(t)) dW̄``, integrated with decreasing t from
 ``t_start`` (default ``t_max``) to ``t_end`` (default ``t_min``): every ``ε ≥ 0`` has the
@@ -12,16 +12,18 @@ variance of the samples).
 
 from __future__ import annotations
 
-import functools
-
 import diffrax
 import jax
 import jax.numpy as jnp
 import lineax
 import numpy as np
 
-from ..interpolants import Interpolant, check_prediction, convert
-from .ode import check_interval, check_positive_int, check_start, initial_state
+from .. import _checks
+from ..interpolants import Interpolant, convert
+from ..model import filter_jit
+from ..ode import integrate, summarize
+from .common import check_sampler_args, check_samples, check_start, map_chunks, model_field, prior_draw, sample_inputs
+from .ode import check_save_times, resolve_times, trajectory_stats
 
 __all__ = ["sample_sde", "reverse_drift", "resolve_diffusion", "check_diffusion"]
 
@@ -67,54 +69,71 @@ def check_diffusion(diffusion, t_start, t_end):
         )
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "interpolant", "prediction", "diffusion", "shape", "num_steps"))
-def _sample_sde(fn, interpolant, prediction, diffusion, shape, num_steps, key, x_init, t_start, t_end):
-    k_init, k_paths = jax.random.split(key)
-    x = initial_state(interpolant, k_init, shape, x_init, t_start)
-    diffusion = resolve_diffusion(interpolant, diffusion)
-    drift = reverse_drift(fn, interpolant, prediction, diffusion)
+def sde_terms(drift, diffusion, x, key):
+    """diffrax terms of ``dx = drift dt + sqrt(2ε(t)) dW`` for one sample (Brownian path from ``key``)."""
 
     def noise(t, y, args):
         return lineax.DiagonalLinearOperator(jnp.sqrt(2.0 * diffusion(t)) * jnp.ones_like(y))
 
-    def solve(x0, path_key):
-        bm = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(x0.shape, x0.dtype), key=path_key)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(lambda t, y, args: drift(t, y)), diffrax.ControlTerm(noise, bm))
-        sol = diffrax.diffeqsolve(terms, diffrax.Euler(), t_start, t_end, (t_end - t_start) / num_steps, x0,
-                                  saveat=diffrax.SaveAt(t1=True), max_steps=num_steps, adjoint=diffrax.ForwardMode())
-        return sol.ys[-1]
-
-    return jax.vmap(solve)(x, jax.random.split(k_paths, shape[0]))
+    bm = diffrax.UnsafeBrownianPath(shape=jax.ShapeDtypeStruct(x.shape, x.dtype), key=key)
+    return diffrax.MultiTerm(diffrax.ODETerm(lambda t, y, args: drift(t, y)), diffrax.ControlTerm(noise, bm))
 
 
-def sample_sde(fn, interpolant: Interpolant, key, shape=None, prediction: str = "score", *, diffusion=None,
-               num_steps: int = 1000, t_start=None, t_end=None, x_init=None):
+@filter_jit
+def _sde(model, interpolant, prediction, diffusion, event_shape, dtype, num_steps, ts, save_times, t_start, t_end,
+         inputs):
+    diffusion = resolve_diffusion(interpolant, diffusion)
+
+    def one(key, x0, c):
+        f = model_field(model, interpolant, prediction, c, event_shape, dtype, "sample_sde")
+        k_init, k_path = jax.random.split(key)
+        x0 = prior_draw(k_init, event_shape, interpolant.sigma(t_start)).astype(dtype) if x0 is None else x0
+        terms = sde_terms(reverse_drift(f, interpolant, prediction, diffusion), diffusion, x0, k_path)
+        return integrate(None, x0, t_start, t_end, solver="euler", num_steps=num_steps, ts=ts, terms=terms,
+                         save_times=save_times, adjoint=diffrax.ForwardMode())
+
+    return jax.vmap(one)(*inputs)
+
+
+def sample_sde(model, interpolant: Interpolant, key, shape=None, *, prediction: str, diffusion=None,
+               num_steps: int = 1000, ts=None, t_start=None, t_end=None, x_init=None, c=None, save_times=None,
+               chunk_size: int | None = None, mesh=None):
     """Sample with the reverse-time SDE ``dx = [v − ε s] dt + sqrt(2ε) dW̄`` (MATH.md §5), Euler–Maruyama.
 
-    ``v`` and ``s`` are converted from the one prediction of ``fn`` (Song et al. 2021's reverse
-    SDE for ``ε = g²/2``; Albergo, Boffi & Vanden-Eijnden 2023 for general ``ε``).  Runs
-    ``num_steps`` equal steps from ``t_start`` (default ``t_max``) down to ``t_end`` (default
-    ``t_min``), both in ``[t_min, t_max]``, from ``x_init`` or the prior ``N(0, σ(t_start)² I)``.
-    Brownian increments come from ``diffrax.UnsafeBrownianPath`` (exact for fixed-step EM).
+    ``v`` and ``s`` are converted from the one prediction of the model (Song et al. 2021's
+    reverse SDE for ``ε = g²/2``; Albergo, Boffi & Vanden-Eijnden 2023 for general ``ε``).
+    Runs ``num_steps`` equal steps (or the explicit decreasing grid ``ts``) from ``t_start``
+    (default ``t_max``) down to ``t_end`` (default ``t_min``), from ``x_init`` or the prior
+    ``N(0, σ(t_start)² I)``.  Brownian increments come from ``diffrax.UnsafeBrownianPath``
+    (exact for fixed-step EM), one path per sample from ``split(key, n)[i]``.
 
     Args:
-      fn: per-sample model ``fn(t, x)``; ``prediction``: ``velocity | noise | data | score``.
+      model, prediction, c, save_times, chunk_size, mesh: as :func:`genjax.samplers.sample_ode`.
       key: PRNG key (required: it drives the noise).
-      shape: ``(n, *event_shape)``; may be omitted with ``x_init``.
       diffusion: scalar function ``ε(t) >= 0``; default ``g(t)²/2`` from
         ``interpolant.sde_coefficients`` (needs ``α > 0``, so not at ``t = 1`` on ``linear``).
         ``lambda t: 0.0`` gives the PF-ODE with Euler steps.
 
-    Returns:
-      samples of shape ``(n, *event_shape)``.
+    Returns ``(samples, stats)`` with ``stats["nfe"] = num_steps``.
     """
-    check_prediction(prediction)
-    num_steps = check_positive_int(num_steps, "num_steps")
-    t_start, t_end = check_interval(interpolant, t_start, t_end, decreasing=True)
+    t_start, t_end, ts = resolve_times(interpolant, t_start, t_end, ts, decreasing=True)
+    num_steps = _checks.check_positive_int(num_steps, "num_steps")
+    # Euler–Maruyama evaluates the model at every grid time but the last
+    last_eval = float(ts[-2]) if ts is not None else t_end + (t_start - t_end) / num_steps
+    check_sampler_args(model, interpolant, prediction, "sample_sde", last_eval, t_start, to=("velocity", "score"))
     if key is None:
         raise ValueError("sample_sde: key is required (it drives the Brownian motion)")
     shape, x_init = check_start(key, shape, x_init)
     if diffusion is not None and not callable(diffusion):
         raise ValueError(f"diffusion must be a callable ε(t) >= 0 or None, got {diffusion!r}")
     check_diffusion(resolve_diffusion(interpolant, diffusion), t_start, t_end)
-    return _sample_sde(fn, interpolant, prediction, diffusion, shape, num_steps, key, x_init, t_start, t_end)
+    save_times = check_save_times(save_times, t_start, t_end)
+    dtype = jnp.result_type(float) if x_init is None else x_init.dtype
+    samples, stats = map_chunks(
+        lambda chunk: _sde(model, interpolant, prediction, diffusion, shape[1:], dtype, num_steps, ts, save_times,
+                           t_start, t_end, chunk),
+        sample_inputs(key, shape, x_init, c), chunk_size=chunk_size, mesh=mesh)
+    check_samples(samples, "sample_sde")
+    stats = summarize(stats)
+    del stats["result"]
+    return samples, trajectory_stats(stats, save_times)

@@ -1,0 +1,85 @@
+"""The model contract: a per-sample callable ``fn(t, x)`` or ``fn(t, x, c)`` passed as **data**.
+
+Samplers, likelihoods and losses take the model as an ordinary argument of their compiled
+functions (``equinox.filter_jit``): every array leaf of the model's pytree is traced, and
+only what is not an array (the apply function, a Flax graph definition, Python numbers) is
+hashed into the compilation cache.  So new weights of the same shapes never recompile and
+are never baked into the program as constants.  Any of these is a model:
+
+* ``genjax.Model(apply_fn, params)`` — ``apply_fn(params, t, x[, c])``, e.g. a Flax linen
+  ``module.apply`` with its params (reuse one ``apply_fn`` object to share the cache);
+* a Flax NNX module or an Equinox module (pytrees whose leaves are their weights);
+* ``jax.tree_util.Partial(apply_fn, params)``;
+* a plain function ``fn(t, x)`` (analytic fields; arrays it closes over are constants).
+
+What the model computes is per sample: scalar ``t``, ``x`` of the event shape, and — when
+a conditioning batch ``c`` is given to a sampler/loss — that sample's ``c`` (a class label,
+a context array, or a pytree of them).  Its output has the shape and dtype of ``x``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Model", "call", "check_output", "per_sample", "filter_jit"]
+
+filter_jit = eqx.filter_jit
+
+
+class Model(eqx.Module):
+    """``Model(apply_fn, params)``: the callable pytree ``(t, x[, c]) ↦ apply_fn(params, t, x[, c])``.
+
+    ``params`` are the traced leaves; ``apply_fn`` is static (hashed by identity).
+    """
+
+    apply_fn: Callable = eqx.field(static=True)
+    params: Any
+
+    def __call__(self, t, x, c=None):
+        if c is None:
+            return self.apply_fn(self.params, t, x)
+        return self.apply_fn(self.params, t, x, c)
+
+
+def call(model, t, x, c=None):
+    """``model(t, x)``, or ``model(t, x, c)`` when a conditioning input is given."""
+    return model(t, x) if c is None else model(t, x, c)
+
+
+def per_sample(model, c=None) -> Callable:
+    """The per-sample field ``(t, x) ↦ model(t, x[, c])`` with this sample's ``c`` bound."""
+    return lambda t, x: call(model, t, x, c)
+
+
+def check_output(model, t, x, c=None, *, where: str = "model") -> None:
+    """Raise ``ValueError`` unless ``model(t, x[, c])`` returns an array of ``x``'s shape and dtype.
+
+    Abstract evaluation (``jax.eval_shape``): no FLOPs; called once per trace by every
+    sampler, likelihood and loss, so a model returning e.g. ``x[:1]`` fails loudly instead
+    of broadcasting into plausible-looking wrong samples.
+    """
+    try:
+        out = eqx.filter_eval_shape(call, model, t, x, c)
+    except Exception as err:
+        signature = "fn(t, x)" if c is None else "fn(t, x, c)"
+        raise ValueError(
+            f"{where}: calling the model as {signature} per sample (t scalar, x of shape {jnp.shape(x)}"
+            + ("" if c is None else f", c of shape {jnp.shape(c)}")
+            + f") failed: {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(f"{where}: the model must return one array per sample, got {jax.tree.structure(out)}")
+    if out.shape != jnp.shape(x) or out.dtype != jnp.result_type(x):
+        raise ValueError(
+            f"{where}: the model must return an array of the per-sample shape and dtype of x, "
+            f"{jnp.shape(x)} {jnp.result_type(x)}; got {out.shape} {out.dtype}"
+        )
+
+
+def is_model(obj) -> bool:
+    """True for a callable (plain function or callable pytree)."""
+    return callable(obj)
