@@ -67,7 +67,7 @@ def objective(flow: Flow, cfg: Config):
 
     def bpd(params, digits, key):
         y, log_det = images.to_model_space(key, digits, scaling=cfg.scaling, alpha=cfg.alpha)
-        return images.bits_per_dim(flow.log_prob(params, y), log_det, D)
+        return images.discrete_bits_per_dim(flow.log_prob(params, y), log_det, D)
 
     def loss(params, batch, key):
         value = jnp.mean(bpd(params, batch, key))

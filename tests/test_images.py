@@ -33,14 +33,14 @@ def test_dequantised_values_stay_in_their_cell():
     np.testing.assert_array_equal(np.floor(np.asarray(u) * images.LEVELS), x)
 
 
-def test_bits_per_dim_hand_computation():
+def test_discrete_bits_per_dim_hand_computation():
     # −(log p + log|det| − D log K)/(D ln 2) with log p = −10, log|det| = 3, D = 64, K = 17:
     # (10 − 3 + 64·2.833213344)/(64·0.693147181) = 188.3256540/44.3614196 = 4.245257611.
-    np.testing.assert_allclose(images.bits_per_dim(-10.0, 3.0, 64, 17), 4.245257611, rtol=1e-6)
+    np.testing.assert_allclose(images.discrete_bits_per_dim(-10.0, 3.0, 64, 17), 4.245257611, rtol=1e-6)
     # MATH.md §6 for 8-bit data in [−1, 1]: the scaling contributes log|det| = D log 2.
     log_p, d = -1234.5, 3072
     expected = -(log_p + d * math.log(2 / 256)) / (d * math.log(2))
-    np.testing.assert_allclose(images.bits_per_dim(log_p, d * math.log(2.0), d, 256), expected, rtol=1e-6)
+    np.testing.assert_allclose(images.discrete_bits_per_dim(log_p, d * math.log(2.0), d, 256), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("scaling", images.SCALINGS)
@@ -54,7 +54,7 @@ def test_uniform_model_scores_log2_levels(scaling):
     else:  # density of logit(α + (1−2α)u) for uniform u: Π σ(y)(1 − σ(y))/(1 − 2α)
         s = jax.nn.sigmoid(y.reshape(len(x), -1))
         log_p = jnp.sum(jnp.log(s * (1 - s) / (1 - 2 * alpha)), axis=1)
-    bpd = images.bits_per_dim(log_p, log_det, 64)
+    bpd = images.discrete_bits_per_dim(log_p, log_det, 64)
     np.testing.assert_allclose(bpd, math.log2(images.LEVELS), atol=2e-5)  # float32 sums of 64 logs
 
 

@@ -28,7 +28,8 @@ import numpy as np
 from .. import likelihood
 from .._checks import is_concrete
 
-__all__ = ["LEVELS", "SCALINGS", "load_digits", "dequantize", "to_model_space", "to_unit_interval", "bits_per_dim"]
+__all__ = ["LEVELS", "SCALINGS", "load_digits", "dequantize", "to_model_space", "to_unit_interval",
+           "discrete_bits_per_dim"]
 
 LEVELS = 17
 SCALINGS = ("symmetric", "logit")
@@ -92,7 +93,7 @@ def to_unit_interval(y, scaling: str = "logit", alpha: float = 0.05):
     return jnp.clip(u, 0.0, 1.0)
 
 
-def bits_per_dim(log_prob, log_det, num_dims: int, levels: int = LEVELS):
+def discrete_bits_per_dim(log_prob, log_det, num_dims: int, levels: int = LEVELS):
     """``−(log p_Y(y) + log|det ∂y/∂u| − D log K)/(D ln 2)``: bits/dim of the discrete data (see module doc).
 
     That is :func:`genjax.likelihood.bits_per_dim` of ``log p_U(u) = log p_Y + log|det|`` for
