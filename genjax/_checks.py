@@ -79,3 +79,44 @@ def check_choice(value, name: str, choices) -> str:
 def check_callable(value, name: str, form: str) -> None:
     if not callable(value):
         raise ValueError(f"{name} must be a callable {form}, got {value!r:.80}")
+
+
+def check_batch_tree(name: str, tree, size: int | None = None) -> int:
+    """Check ``tree`` is a batch for a trainer and return its leading (example) axis size.
+
+    A float array, or a pytree of numeric arrays (integer labels or tokens allowed as leaves)
+    sharing a non-empty leading axis (of ``size`` if given), all finite. A bare integer or bool
+    array and Python numbers (lists) are refused with how to convert them.
+    """
+    if isinstance(tree, (np.ndarray, jax.Array)) and not np.issubdtype(tree.dtype, np.inexact):
+        raise ValueError(
+            f"{name} is an array of dtype {tree.dtype} (shape {tree.shape}); a float array is expected: convert "
+            f"it with np.asarray(..., np.float32). Integer labels or tokens go in a pytree, e.g. (x, labels) "
+            "or {'tokens': tokens}"
+        )
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError(f"{name} must be an array or a non-empty pytree of arrays, got {tree!r:.80}")
+    for leaf in leaves:
+        if isinstance(leaf, (int, float, complex, np.generic)):
+            raise ValueError(
+                f"{name} must hold arrays with a leading example axis (N, ...), got Python numbers "
+                f"({type(tree).__name__} {tree!r:.60}); convert it with np.asarray(..., np.float32)"
+            )
+        if not (isinstance(leaf, (np.ndarray, jax.Array)) and leaf.ndim >= 1 and
+                (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == bool)):
+            raise ValueError(
+                f"{name} must hold numeric arrays with a leading example axis (N, ...); "
+                f"got a {type(leaf).__name__} with shape {getattr(leaf, 'shape', None)}"
+            )
+    sizes = sorted({leaf.shape[0] for leaf in leaves})
+    if len(sizes) > 1:
+        raise ValueError(f"{name}: the arrays disagree on the leading (example) axis, sizes {sizes}")
+    if sizes[0] == 0:
+        raise ValueError(f"{name} is empty (its leading axis has size 0)")
+    if size is not None and sizes[0] != size:
+        raise ValueError(f"{name} must have leading axis batch_size={size}, got {sizes[0]}")
+    for leaf in leaves:
+        if np.issubdtype(leaf.dtype, np.inexact):
+            check_finite(name, leaf)
+    return sizes[0]

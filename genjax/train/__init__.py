@@ -1,23 +1,35 @@
-"""The generic trainer: ``TrainState``, ``fit`` (scan-compiled steps, EMA, clipping, Orbax
-checkpoints with exact resume), data parallelism over a ``"data"`` mesh axis, and
-``train_interpolant`` on top."""
+"""The generic trainer: ``TrainState``, ``fit`` (scan-compiled steps, EMA, clipping, evaluation
+and early stopping, data streams, locked and checksummed Orbax checkpoints with exact
+resume), data parallelism over a ``"data"`` mesh axis, and ``train_interpolant`` on top."""
 
-from .checkpoint import checkpoint_manager, restore_state, save_state, saved_steps
+from .checkpoint import (
+    checkpoint_lock,
+    checkpoint_manager,
+    load_params,
+    restore_state,
+    resume_step,
+    save_state,
+    saved_steps,
+)
 from .interpolant import interpolant_objective, train_interpolant
-from .loop import NonFiniteError, fit
+from .loop import EarlyStopping, NonFiniteError, fit
 from .parallel import data_mesh, initialize_distributed
 from .state import TrainState
 
 __all__ = [
     "TrainState",
     "fit",
+    "EarlyStopping",
     "NonFiniteError",
     "train_interpolant",
     "interpolant_objective",
     "data_mesh",
     "initialize_distributed",
     "checkpoint_manager",
+    "checkpoint_lock",
     "save_state",
     "restore_state",
+    "load_params",
+    "resume_step",
     "saved_steps",
 ]
