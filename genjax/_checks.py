@@ -84,16 +84,10 @@ def check_callable(value, name: str, form: str) -> None:
 def check_batch_tree(name: str, tree, size: int | None = None) -> int:
     """Check ``tree`` is a batch for a trainer and return its leading (example) axis size.
 
-    A float array, or a pytree of numeric arrays (integer labels or tokens allowed as leaves)
-    sharing a non-empty leading axis (of ``size`` if given), all finite. A bare integer or bool
-    array and Python numbers (lists) are refused with how to convert them.
+    An array, or a pytree of arrays, numeric (integers allowed: discrete data, labels, tokens)
+    and sharing a non-empty leading axis (of ``size`` if given), with finite floats. Python
+    numbers (lists) are refused with how to convert them.
     """
-    if isinstance(tree, (np.ndarray, jax.Array)) and not np.issubdtype(tree.dtype, np.inexact):
-        raise ValueError(
-            f"{name} is an array of dtype {tree.dtype} (shape {tree.shape}); a float array is expected: convert "
-            f"it with np.asarray(..., np.float32). Integer labels or tokens go in a pytree, e.g. (x, labels) "
-            "or {'tokens': tokens}"
-        )
     leaves = jax.tree.leaves(tree)
     if not leaves:
         raise ValueError(f"{name} must be an array or a non-empty pytree of arrays, got {tree!r:.80}")

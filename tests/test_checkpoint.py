@@ -110,13 +110,12 @@ def replayed_stream(r, start: int):
             yield x[index], y[index]
 
 
-def test_stream_trains_like_the_arrays_and_resumes_exactly_when_positioned(regression, tmp_path):
-    """A stream yielding the array source's batches trains bit-identically, also when interrupted
-    and resumed with the stream started at ``resume_step``."""
+def test_stream_resumes_exactly_when_positioned(regression, tmp_path):
+    """Resumed from step 10 with a stream of the batches the arrays would have given from there,
+    training ends bit-identical to the uninterrupted run on the arrays."""
     r = regression
     ckpt = tmp_path / "ckpt"
-    fit(r["loss_fn"], r["state"], replayed_stream(r, 0), num_steps=10, checkpoint_dir=ckpt, checkpoint_every=5,
-        **r["kwargs"])
+    shutil.copytree(r["dir"], ckpt, ignore=lambda folder, names: {"15", "20"} if folder == str(r["dir"]) else set())
     start = resume_step(ckpt)
     assert start == 10
     resumed, history = fit(r["loss_fn"], r["state"], replayed_stream(r, start), num_steps=20, checkpoint_dir=ckpt,

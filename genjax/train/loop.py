@@ -102,8 +102,21 @@ class EarlyStopping:
 
 
 def _check_loss_fn(loss_fn, state: TrainState, batch_spec):
-    """Trace ``loss_fn`` abstractly; return the aux shapes or raise a ``ValueError``."""
-    out = jax.eval_shape(loss_fn, state.params, batch_spec, state.key)
+    """Trace ``loss_fn`` abstractly; return the aux shapes or raise a ``ValueError``.
+
+    If tracing fails on a batch holding integer arrays, the error says so and how to convert.
+    """
+    try:
+        out = jax.eval_shape(loss_fn, state.params, batch_spec, state.key)
+    except Exception as err:
+        leaves = jax.tree.leaves(batch_spec)
+        ints = [f"{x.dtype}{list(x.shape)}" for x in leaves if not jnp.issubdtype(x.dtype, jnp.inexact)]
+        if not ints:
+            raise
+        raise ValueError(
+            f"data holds integer arrays ({', '.join(ints)} per batch) and loss_fn(params, batch, key) failed on them; "
+            f"a float array is expected: convert it with np.asarray(data, np.float32) ({type(err).__name__}: {err})"
+        ) from err
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError("loss_fn(params, batch, key) must return a pair (loss_scalar, aux_dict)")
     loss, aux = out
@@ -403,7 +416,8 @@ def fit(
 
     Args:
       data: what ``loss_fn`` gets its ``batch`` from, checked eagerly (non-empty, numeric,
-        finite; a bare integer array or Python list is refused: convert it to float):
+        finite; Python lists are refused; integer arrays are passed through, and if
+        ``loss_fn`` fails on them the error says to convert them to float):
 
         * an array ``(N, ...)`` or a pytree (tuple/list/dict) of arrays sharing ``N``:
           minibatches of ``batch_size`` drawn by index from the state's key, uniformly with
