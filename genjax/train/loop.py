@@ -427,13 +427,14 @@ def fit(
         * a stream: any other non-callable iterable (iterator, generator, grain
           ``DataLoader``) yielding NumPy batches ``(batch_size, ...)`` (under a multi-host
           ``mesh``, each process yields its ``batch_size / jax.process_count()`` rows). ``fit``
-          calls ``iter(data)`` once, checks the first batch, and a background thread stacks
-          the batches of each call and puts them on device up to ``prefetch`` calls ahead.
+          calls ``iter(data)`` once and checks the first batch (later ones must match its
+          structure and shapes; their values are not checked), and a background thread
+          stacks the batches of each call and puts them on device ahead of training.
           If the stream runs out, training stops after its last batch with a warning (see
           Returns), evaluating and checkpointing there. Streams are not rewound or skipped:
           to resume, pass an iterator positioned at the restored step (``resume_step(dir)``;
           e.g. a grain iterator restored from its saved state). When ``fit`` returns, the
-          thread may have read up to ``prefetch`` calls beyond the last trained step.
+          thread may have read up to ``prefetch + 1`` calls beyond the last trained step.
       steps_per_call: updates per compiled call (one ``lax.scan``; the host syncs once per
         call). Calls are aligned to multiples of it in the global step, so a resumed run
         makes the same calls as an uninterrupted one.
@@ -457,8 +458,8 @@ def fit(
         evaluations without improvement. Its counters are not checkpointed.
       checkpoint_dir, checkpoint_every, keep: Orbax checkpoints of the whole state every
         ``checkpoint_every`` steps (a multiple of ``steps_per_call``) and at the end, keeping
-        the newest ``keep`` (``None``: all); each is checksummed. The directory is locked for the run: a
-        second run on it raises ``ValueError``. ``resume=True`` restores the newest intact
+        the newest ``keep`` (``None``: all); each is checksummed. The directory is locked
+        for the run: a second run on it raises ``ValueError``. ``resume=True`` restores the newest intact
         checkpoint (corrupt newer ones are reported and renamed ``corrupt-<step>``) and
         continues to ``num_steps`` (which must not be below the restored step); a missing
         directory raises ``FileNotFoundError``, one with no intact checkpoint ``ValueError``.
@@ -469,7 +470,8 @@ def fit(
         that step (the step counter and key still advance) and flags it in ``skipped``.
       mesh: a ``Mesh`` with a ``"data"`` axis (``data_mesh()``): batch sharded over it, state
         and data arrays replicated; ``batch_size`` must be divisible by its size.
-      prefetch: how many calls' worth of stream batches may wait on device.
+      prefetch: how many calls' worth of stream batches may wait on device (one more is
+        being built); each is ``(steps_per_call, batch_size, ...)``.
       progress: show a tqdm bar with the loss, steps/s and the latest evaluation.
 
     Returns:

@@ -49,9 +49,10 @@ class Prefetcher:
     """Builds the stacked batches of successive calls in a background thread.
 
     ``lengths`` are the steps of each call; ``build(batches, first_step)`` stacks one call's
-    batches and puts them on device. At most ``depth`` built calls wait in a bounded queue. ``get()`` returns the next call's batches — fewer than planned if the
-    stream ran out during that call — and ``None`` once it has run out; an exception raised
-    while reading or building is re-raised by ``get()``. ``close()`` stops the thread.
+    batches and puts them on device. At most ``depth`` built calls wait in a bounded queue.
+    ``get()`` returns the next call's batches — fewer than planned if the stream ran out
+    during that call — and ``None`` once it has run out; an exception raised while reading
+    or building is re-raised by ``get()``. ``close()`` stops the thread.
     """
 
     def __init__(self, iterator, lengths, build: Callable[[list, int], Any], start: int, depth: int):
