@@ -322,6 +322,12 @@ def mean_bits_per_dim(log_prob_values, dim: int, *, num_bins: int = 256, data_ra
     return float(values[0]), float(values[1] - values[0])
 
 
+@functools.lru_cache(maxsize=32)
+def _batched(log_prob: Callable) -> Callable:
+    """``jit(vmap(log_prob))``, compiled once per density (e.g. a toy set's ``log_prob``)."""
+    return jax.jit(jax.vmap(log_prob))
+
+
 def cross_entropy(log_prob: Callable, samples) -> tuple[float, float]:
     """``−(1/n) Σ log p(x_i)`` over model samples ``x_i ~ q`` under a known density ``p``, and its standard error.
 
@@ -343,7 +349,11 @@ def cross_entropy(log_prob: Callable, samples) -> tuple[float, float]:
     x = _sample("cross_entropy", "samples", samples, min_n=2)
     if not callable(log_prob):
         raise ValueError(f"cross_entropy: log_prob must be a callable log_prob(x) of one point, got {log_prob!r:.80}")
-    values = -np.asarray(jax.vmap(log_prob)(x), np.float64)
+    try:
+        batched = _batched(log_prob)
+    except TypeError:  # an unhashable callable (e.g. a module holding arrays): compile it without the cache
+        batched = jax.jit(jax.vmap(log_prob))
+    values = -np.asarray(batched(x), np.float64)
     if values.shape != (x.shape[0],):
         raise ValueError(f"cross_entropy: log_prob must return a scalar per point, got shape {values.shape[1:]}")
     if np.isnan(values).any() or np.isneginf(values).any():

@@ -254,8 +254,19 @@ def test_cross_entropy_exposes_over_dispersed_samples():
     assert ce_blur - ce > 4 * math.hypot(se, se_blur)
 
 
+class _UnhashableNormal:
+    """A callable density that cannot key a cache (like a module holding arrays)."""
+
+    __hash__ = None
+
+    def __call__(self, x):
+        return _std_normal_log_prob(x)
+
+
 def test_cross_entropy_bad_input_and_zero_density():
     x = jax.random.normal(KEY, (10, 2))
+    expected = -np.mean(np.asarray(jax.vmap(_std_normal_log_prob)(x)))
+    assert metrics.cross_entropy(_UnhashableNormal(), x)[0] == pytest.approx(expected, rel=1e-6)
     outside = jnp.array([[1.0, 1.0], [1.0, -1.0]])  # on, then off the checkerboard's squares
     assert metrics.cross_entropy(toy.checkerboard.log_prob, outside) == (math.inf, math.inf)
     assert metrics.cross_entropy(toy.checkerboard.log_prob, outside[:1].repeat(2, 0)) == (pytest.approx(math.log(32)), 0.0)
