@@ -194,10 +194,10 @@ def log_likelihood(model, interpolant: Interpolant, x, key=None, *, prediction: 
         lambda chunk: _log_likelihood(model, interpolant, prediction, divergence, probe, solver, num_steps,
                                       max_steps, rtol, atol, chunk),
         (x, chunk_keys, check_conditioning(c, n)), chunk_size=chunk_size, mesh=mesh)
+    raise_on_failure(stats, "log_likelihood", max_steps)
     if not np.all(np.isfinite(np.asarray(log_prob))):
         raise FloatingPointError("log_likelihood: non-finite log-densities: the model returned non-finite values "
                                  "along the ODE (check its weights and the schedule/prediction pair)")
-    raise_on_failure(stats, "log_likelihood", max_steps)
     return (log_prob, summarize(stats)) if return_stats else log_prob
 
 

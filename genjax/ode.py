@@ -138,7 +138,7 @@ def raise_on_failure(stats: dict, where: str, max_steps) -> None:
         raise RuntimeError(
             f"{where}: the adaptive solver reached max_steps={max_steps or ADAPTIVE_MAX_STEPS} before the end of "
             f"the interval for {int(np.sum(result == 1))} of {result.size} samples; raise max_steps, loosen "
-            "rtol/atol, or use a fixed-step solver"
+            "rtol/atol, or use a fixed-step solver (a model returning NaN/inf also makes it reject every step)"
         )
     if np.any(result == 2):
         raise RuntimeError(f"{where}: the ODE solver failed for {int(np.sum(result == 2))} of {result.size} samples")

@@ -36,7 +36,7 @@ def _velocity(ip):
     return fn
 
 
-FIELDS = {"linear": _velocity(I.linear), "vp": _velocity(I.vp)}
+FIELDS = {name: _velocity(getattr(I, name)) for name in ("linear", "vp", "subvp", "cosine", "ve")}
 
 
 def scales64(ip, t):
@@ -80,19 +80,20 @@ def test_exact_linear(points):
     assert 20 < int(stats["nfe"]) < 500
 
 
-def test_exact_vp(points):
-    """vp ends at α(1) ≈ 0.0066, so the prior N(0, σ(1)²) differs from p_1; the oracle adds that known difference.
-
-    log_likelihood = log p_{t_min}(x) + log N(z; 0, σ(1)² I) − log p_1(z), z the exact flow of x to t = 1.
-    """
-    ip = I.vp
-    lp = np.asarray(log_likelihood(FIELDS["vp"], ip, points, prediction="velocity", rtol=1e-6, atol=1e-6))
+@pytest.mark.parametrize("name", ["vp", "subvp", "cosine", "ve"])
+def test_exact_with_the_prior_correction(points, name):
+    """The prior N(0, σ(1)²) differs from p_1 when α(1) > 0 (vp: 0.0066; ve: α ≡ 1); the oracle adds that
+    known difference: log_likelihood = log p_{t_min}(x) + log N(z; 0, σ(1)² I) − log p_1(z), z the exact
+    flow of x to t = 1 (MATH.md §9.1)."""
+    ip = getattr(I, name)
+    lp = np.asarray(log_likelihood(FIELDS[name], ip, points, prediction="velocity", rtol=1e-6, atol=1e-6))
     z = exact_flow(ip, points, ip.t_min, ip.t_max)
     _, s1, _, _ = scales64(ip, ip.t_max)
     oracle = (gauss_logpdf(points, *marginal(ip, ip.t_min)) + gauss_logpdf(z, np.zeros(2), s1**2 * np.eye(2))
               - gauss_logpdf(z, *marginal(ip, ip.t_max)))
     np.testing.assert_allclose(lp, oracle, atol=1e-3)
-    assert np.max(np.abs(oracle - gauss_logpdf(points, M, C))) > 5e-3  # the correction matters at 1e-3
+    if name == "vp":
+        assert np.max(np.abs(oracle - gauss_logpdf(points, M, C))) > 5e-3  # the correction matters at 1e-3
 
 
 def test_fixed_step_nfe_and_error(points):

@@ -24,7 +24,8 @@ from genjax.samplers import gaussian_step, sample_ddim, sample_ddpm, sample_ode,
 
 M = np.array([1.0, -2.0])
 S = np.array([0.5, 2.0])
-PRESETS = {"linear": I.linear, "vp": I.vp, "ve": I.ve, "trig": I.trig, "ddpm": I.ddpm}
+PRESETS = {"linear": I.linear, "vp": I.vp, "ve": I.ve, "trig": I.trig, "ddpm": I.ddpm, "subvp": I.subvp,
+           "cosine": I.cosine}
 Z = 5.0  # Monte-Carlo tolerance in standard errors
 
 
@@ -100,6 +101,8 @@ ODE_CASES = [
     ("trig", "tsit5", 100, "velocity", 2e-3),
     ("vp", "tsit5", 100, "noise", 2e-3),  # mixed predictions: same flow from ε̂ and from s
     ("vp", "heun", 100, "score", 3e-3),
+    ("subvp", "tsit5", 100, "velocity", 2e-3),
+    ("cosine", "tsit5", 100, "noise", 2e-3),
 ]
 
 
@@ -292,6 +295,31 @@ def test_ddim_eta1_full_grid_equals_ddpm_beta_tilde(ddpm_samples):
     np.testing.assert_allclose(np.asarray(ddpm_samples["beta_tilde"]), np.asarray(b), atol=1e-5)
 
 
+def ddim_general_steps(ip, times, eta):
+    """Affine DDIM steps in the ᾱ = α² form of MATH.md §5 (variance-preserving paths), exact ε̂ of N(M, S²)."""
+    for t, t_next in zip(times[:-1], times[1:]):
+        a_t, s_t, _, _ = scales64(ip, t)
+        a_s, _, _, _ = scales64(ip, t_next)
+        ab_t, ab_s = a_t**2, a_s**2
+        k = s_t / (a_t**2 * S**2 + s_t**2)  # ε̂ = k (x − α_t m)
+        sig = eta * np.sqrt((1 - ab_s) / (1 - ab_t)) * np.sqrt(1 - ab_t / ab_s)
+        e = np.sqrt(max(1 - ab_s - sig**2, 0.0))
+        # x_s = sqrt(ᾱ_s) x̂0 + e ε̂ + σ ξ with x̂0 = (x − sqrt(1−ᾱ_t) ε̂)/sqrt(ᾱ_t)
+        yield (np.sqrt(ab_s) * (1 - s_t * k) / a_t + e * k, np.sqrt(ab_s) * s_t * k * M - e * k * a_t * M, sig)
+
+
+@pytest.mark.parametrize("name,eta", [("vp", 0.5), ("cosine", 0.3)])
+def test_ddim_partial_eta_off_the_ddpm_grid(name, eta):
+    """0 < η < 1 on continuous schedules: moments equal the ᾱ-form recursion within Monte-Carlo error."""
+    ip, steps = PRESETS[name], 40
+    xs, stats = sample_ddim(field(name, "noise"), ip, jax.random.key(5), (10000, 2), prediction="noise", eta=eta,
+                            num_steps=steps)
+    assert stats["nfe"] == steps
+    _, s1, _, _ = scales64(ip, ip.t_max)
+    mean, std = propagate(ddim_general_steps(ip, np.linspace(ip.t_max, 0.0, steps + 1), eta), s1**2)
+    assert_moments(xs, mean, std, what=f"ddim {name} eta={eta}")
+
+
 # ---------------------------------------------------------------------------------
 # The one Gaussian step (Oracle 9): posterior mean/variance and the DDPM/DDIM formulas.
 # ---------------------------------------------------------------------------------
@@ -346,7 +374,7 @@ def test_gaussian_step_is_gaussian_conditioning(name):
 def test_ddim_point_mass_lands_exactly():
     """η = 0 with the exact ε of a point mass lands on it from any x_T, for any subsequence (MATH.md §9.9)."""
     c = jnp.array([0.7, -1.3, 2.0])
-    for ip in (I.ddpm, I.vp):
+    for ip in (I.ddpm, I.vp, I.ve):  # ve: σ(0) = 0.01 > 0, so the chain must end on x̂0
         def fn(t, x, ip=ip):
             a, s, _, _ = ip.scales(t)
             return (x - a * c) / s

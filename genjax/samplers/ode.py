@@ -126,6 +126,6 @@ def sample_ode(model, interpolant: Interpolant, key=None, shape=None, *, predict
         lambda chunk: _ode(model, interpolant, prediction, shape[1:], dtype, solver, num_steps, ts, rtol, atol,
                            stepsize_controller, max_steps, save_times, t_start, t_end, chunk),
         sample_inputs(key, shape, x_init, c), chunk_size=chunk_size, mesh=mesh)
-    check_samples(samples, "sample_ode")
     raise_on_failure(stats, "sample_ode", max_steps)
+    check_samples(samples, "sample_ode")
     return samples, trajectory_stats(summarize(stats), save_times)
