@@ -215,7 +215,8 @@ def test_conditioning_in_the_likelihood_and_the_loss():
 def test_chunks_give_the_same_samples():
     """Each sample draws from its own key: chunking changes nothing (the diffrax and the grid cores)."""
     field = targets.gaussian([1.0, -1.0], [0.5, 2.0]).field(I.vp, "noise")
-    for sampler, kw in ((genjax.sample_ode, {"solver": "euler", "num_steps": 8}), (genjax.sample_heun, {"churn": 5.0})):
+    for sampler, kw in ((genjax.sample_ode, {"solver": "euler", "num_steps": 8}),
+                        (genjax.sample_ddim, {"eta": 0.5, "num_steps": 8})):
         whole, _ = sampler(field, I.vp, KEY, (10, 2), prediction="noise", **kw)
         chunked, _ = sampler(field, I.vp, KEY, (10, 2), prediction="noise", chunk_size=4, **kw)
         assert isinstance(chunked, np.ndarray) and chunked.shape == (10, 2)

@@ -23,18 +23,13 @@ import jax.numpy as jnp
 
 from ..likelihood import DIVERGENCES, PROBES, cnf_log_prob
 from ..nets.mlp import TimeMLP
-from .._checks import check_positive_float, check_positive_int
+from .._checks import check_choice, check_positive_float, check_positive_int
 from ..ode import SOLVERS, integrate, summarize
 from .bijector import check_batch
 
 __all__ = ["ADJOINTS", "CNF", "ffjord"]
 
 ADJOINTS = {"recursive": diffrax.RecursiveCheckpointAdjoint, "backsolve": diffrax.BacksolveAdjoint}
-
-
-def _choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; expected one of {tuple(choices)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +64,10 @@ class CNF:
 
     def __post_init__(self):
         object.__setattr__(self, "event_shape", tuple(int(s) for s in self.event_shape))
-        _choice(self.divergence, "divergence", DIVERGENCES)
-        _choice(self.probe, "probe", PROBES)
-        _choice(self.solver, "solver", SOLVERS)
-        _choice(self.adjoint, "adjoint", ADJOINTS)
+        check_choice(self.divergence, "divergence", DIVERGENCES)
+        check_choice(self.probe, "probe", PROBES)
+        check_choice(self.solver, "solver", SOLVERS)
+        check_choice(self.adjoint, "adjoint", ADJOINTS)
         check_positive_int(self.num_steps, "num_steps")
         check_positive_float(self.rtol, "rtol")
         check_positive_float(self.atol, "atol")
@@ -100,7 +95,7 @@ class CNF:
         ``regularization`` adds the per-row RNODE integrals to the stats (see :func:`genjax.cnf_log_prob`).
         """
         x = check_batch(x, self.event_shape, "x", allow_single=False)
-        _choice(divergence, "divergence", DIVERGENCES)
+        check_choice(divergence, "divergence", DIVERGENCES)
         return cnf_log_prob(self.field(params), x, key, t0=0.0, t1=1.0, divergence=divergence, probe=self.probe,
                             adjoint=ADJOINTS[self.adjoint](), return_stats=return_stats,
                             regularization=regularization, **self._solver_kwargs())

@@ -33,7 +33,7 @@ def gaussian_step(interpolant: Interpolant, t, s, x0_hat, eps_hat, eta=1.0):
     """One reverse step ``t → s < t`` of the η-family: returns ``(mean, c, σ_{t|s})``.
 
     ``mean = α_s x̂0 + sqrt(σ_s² − c²) ε̂`` and
-    ``c = η σ̃ = η sqrt((σ_s²/σ_t²)(1 − α_t²σ_s²/(α_s²σ_t²)))``
+    ``c = η σ̃ = η σ_s sqrt(1 − α_t²σ_s²/(α_s²σ_t²))``
     (Song, Meng & Ermon 2021, eq. 12/16, general α, σ form); ``σ_{t|s} = sqrt(σ_t² − (α_t/α_s)² σ_s²)``
     is the forward transition std (``sqrt(β_i)`` in DDPM).  With ``η = 1`` the mean is the
     posterior mean ``μ̃`` of ``q(x_s | x_t, x̂0)`` and ``c² = β̃`` (Ho et al. 2020, eq. 6–7).
@@ -183,7 +183,7 @@ def sample_ddim(model, interpolant: Interpolant, key=None, shape=None, *, predic
                 save_times=None, chunk_size: int | None = None, mesh=None):
     """DDIM (Song, Meng & Ermon 2021): ``x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c ξ`` on any decreasing times.
 
-    ``c = η sqrt((σ_s²/σ_t²)(1 − α_t²σ_s²/(α_s²σ_t²)))``, the general α, σ form of MATH.md §5
+    ``c = η σ_s sqrt(1 − α_t²σ_s²/(α_s²σ_t²))``, the general α, σ form of MATH.md §5
     (``= η sqrt((1−ᾱ_s)/(1−ᾱ_t)) sqrt(1−ᾱ_t/ᾱ_s)`` when ``α²+σ²=1``); η = 0 is deterministic,
     η = 1 is ancestral sampling with ``β̃``.
 
