@@ -10,6 +10,7 @@ from .interpolants import Interpolant, convert
 from .likelihood import bits_per_dim, cnf_log_prob, log_likelihood
 from .losses import interpolant_loss
 from .model import Model
+from .runs import load_run, save_run
 from .samplers import sample_annealed_langevin, sample_ddim, sample_ddpm, sample_heun, sample_ode, sample_pc, sample_sde
 from .train import TrainState, fit, train_interpolant
 
@@ -27,6 +28,7 @@ __all__ = [
     "flows",
     "interpolant_loss",
     "interpolants",
+    "load_run",
     "log_likelihood",
     "losses",
     "metrics",
@@ -41,6 +43,7 @@ __all__ = [
     "sample_pc",
     "sample_sde",
     "samplers",
+    "save_run",
     "stats",
     "targets",
     "train",
