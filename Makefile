@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-all venv clean
+.PHONY: run test test-all figures venv clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "" $(ARGS)
+
+# Regenerate docs/figures from the experiments (about an hour on 2 CPU cores; ARGS="--experiments quickstart")
+figures: $(STAMP)
+	$(VENV)/bin/python experiments/make_figures.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -14,13 +14,14 @@ On a busy machine OpenBLAS's thread hand-off can dominate the references' small 
 ``OPENBLAS_NUM_THREADS=1`` as well and report both.
 
 Run: ``.venv/bin/python benchmarks/em_speed.py`` (a few minutes); ``--full`` adds
-(N, D, K) = (10⁵, 16, 16) and (10⁵, 64, 16).
+(N, D, K) = (10⁵, 16, 16) and (10⁵, 64, 16).  Writes ``runs/em_speed/results.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Literal
 
 import jax
 import numpy as np
@@ -33,14 +34,32 @@ FULL_GRID = DEFAULT_GRID + ((100_000, 16, 16), (100_000, 64, 16))
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    grid: tuple = DEFAULT_GRID
-    covariance_types: tuple = ("full", "diag")
+class Config(report.RunConfig):
+    full: bool = False
+    """Add the (N, D, K) = (1e5, 16, 16) and (1e5, 64, 16) cases."""
+    covariance_types: tuple[Literal["full", "diag"], ...] = ("full", "diag")
+    """Covariance types to run."""
     tol: float = 1e-3
+    """Stopping tolerance on the mean log-likelihood."""
     max_iter: int = 100
+    """Maximum EM iterations."""
     reg_covar: float = 1e-6
+    """Added to the covariance diagonals."""
     repeats: int = 3
-    ref_dtype: str = "float64"
+    """Timed runs per case (the best is kept)."""
+    ref_dtype: Literal["float64", "float32"] = "float64"
+    """Float type of the NumPy and scikit-learn references."""
+
+    def __post_init__(self):
+        report.check_positive(self, "tol", "max_iter", "repeats")
+        report.check_nonnegative(self, "reg_covar")
+        if not self.covariance_types or any(c not in ("full", "diag") for c in self.covariance_types):
+            raise ValueError(f"--covariance-types {self.covariance_types}: expected one or more of full, diag")
+
+    @property
+    def grid(self) -> tuple:
+        """The (N, D, K) cases."""
+        return FULL_GRID if self.full else DEFAULT_GRID
 
 
 # -- the NumPy reference ----------------------------------------------------------------
@@ -158,25 +177,16 @@ def run_case(cfg: Config, key, x, k, cov_type, sklearn_mixture):
     return row
 
 
-def main():
-    parser = report.experiment_parser(__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="add the (1e5, 16, 16) and (1e5, 64, 16) cases")
-    parser.add_argument("--repeats", type=int, default=Config.repeats, help="timed runs per case (best is kept)")
-    parser.add_argument("--max-iter", type=int, default=Config.max_iter)
-    parser.add_argument("--tol", type=float, default=Config.tol)
-    parser.add_argument("--ref-dtype", choices=("float64", "float32"), default=Config.ref_dtype)
-    args = parser.parse_args()
-    cfg = Config(grid=FULL_GRID if args.full else DEFAULT_GRID, repeats=args.repeats, max_iter=args.max_iter,
-                 tol=args.tol, ref_dtype=args.ref_dtype)
-    out = report.output_dir(__file__, args.out)
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
     try:
         from sklearn.mixture import GaussianMixture as sklearn_mixture
     except ImportError:
         sklearn_mixture = None
         print("scikit-learn not installed: skipping that reference")
 
-    rng = np.random.default_rng(args.seed)
-    key = jax.random.key(args.seed)
+    rng = np.random.default_rng(cfg.seed)
+    key = jax.random.key(cfg.seed)
     rows = []
     for n, d, k in cfg.grid:
         x = make_data(rng, n, d, k)
@@ -190,9 +200,10 @@ def main():
     print(f"\nEM from the same k-means++ init, tol={cfg.tol}, max_iter={cfg.max_iter}; JAX float32 on "
           f"{jax.devices()[0].device_kind}, references {cfg.ref_dtype}; times in s (best of {cfg.repeats}):")
     print(report.markdown_table(rows, [c for c in cols if any(c in r for r in rows)], digits=3))
-    report.write_results(out, config=cfg, seed=args.seed, metrics={"cases": rows})
+    report.write_results(out, config={**dataclasses.asdict(cfg), "grid": cfg.grid}, seed=cfg.seed,
+                         metrics={"cases": rows})
     print(f"\nwrote {out / 'results.json'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

@@ -14,6 +14,7 @@ Run: ``.venv/bin/python experiments/anomaly_detection.py`` (≈ 30 s on a 2-core
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -33,16 +34,34 @@ BOX = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    model: str = "realnvp"
+class Config(report.RunConfig):
+    model: Literal["realnvp", "glow_2d"] = "realnvp"
+    """The flow fitted to moons."""
     steps: int = 3000
+    """Training steps."""
     batch_size: int = 256
+    """Training batch size."""
     lr: float = 2e-3
+    """Adam learning rate."""
     hidden: int = 64
+    """Hidden width of the coupling conditioners."""
     layers: int = 8
+    """Coupling layers (Glow-2D: half as many steps)."""
     quantile: float = 0.05
+    """Threshold = this quantile of the validation log-likelihood (the false-positive rate)."""
     n_eval: int = 5000
-    shifts: tuple = (0.25, 0.5, 1.0, 2.0)
+    """Points per validation / test set."""
+    shifts: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    """Shifts δ along x of the anomalous moons."""
+
+    def __post_init__(self):
+        if self.model not in ("realnvp", "glow_2d"):
+            raise ValueError(f"--model {self.model!r}: expected 'realnvp' or 'glow_2d'")
+        report.check_positive(self, "steps", "batch_size", "lr", "hidden", "layers", "n_eval")
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"--quantile must be in (0, 1), got {self.quantile}")
+        if self.model == "glow_2d" and self.layers < 2:
+            raise ValueError(f"--layers must be >= 2 for glow_2d (it uses layers // 2 steps), got {self.layers}")
 
 
 def auroc(normal, anomalous):
@@ -54,16 +73,9 @@ def auroc(normal, anomalous):
     return u / (len(normal) * len(anomalous))
 
 
-def main():
-    parser = report.experiment_parser(__doc__.split("\n")[0])
-    defaults = Config()
-    parser.add_argument("--model", choices=("realnvp", "glow_2d"), default=defaults.model)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--quantile", type=float, default=defaults.quantile)
-    args = parser.parse_args()
-    cfg = Config(model=args.model, steps=args.steps, quantile=args.quantile)
-    out = report.output_dir(__file__, args.out)
-    keys = jax.random.split(jax.random.PRNGKey(args.seed), 6)
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), 6)
     moons = toy.get("moons")
 
     bij = realnvp((2,), cfg.layers, (cfg.hidden,) * 2) if cfg.model == "realnvp" else glow_2d(2, cfg.layers // 2, (cfg.hidden,) * 2)
@@ -93,9 +105,10 @@ def main():
     axis = jnp.linspace(-BOX, BOX, 150)
     grid = jnp.stack(jnp.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
     density = np.asarray(log_prob(grid)).reshape(150, 150)
+    shown = f"moons + ({min(cfg.shifts, key=lambda d: abs(d - 1.0))}, 0)"  # the shift closest to 1
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     panels = [("moons (normal)", np.asarray(moons.sample(keys[3], cfg.n_eval)), normal),
-              ("uniform noise", *scores["uniform noise"]), ("moons + (1.0, 0)", *scores["moons + (1.0, 0)"])]
+              ("uniform noise", *scores["uniform noise"]), (shown, *scores[shown])]
     for ax, (title, x, s) in zip(axes, panels):
         ax.contourf(axis, axis, np.maximum(density, threshold - 10.0), levels=30, cmap="Greys")
         ax.contour(axis, axis, density, levels=[threshold], colors="red", linewidths=1.5)
@@ -106,12 +119,12 @@ def main():
         ax.set_xlim(-BOX, BOX)
         ax.set_ylim(-BOX, BOX)
     axes[0].legend(loc="lower left", markerscale=4)
-    fig.suptitle(f"{cfg.model} log-density, red contour: log p = τ (5% validation quantile)")
+    fig.suptitle(f"{cfg.model} log-density, red contour: log p = τ ({cfg.quantile:.0%} validation quantile)")
     fig.tight_layout()
     fig.savefig(out / "anomaly.png", dpi=100)
-    report.write_results(out, config=cfg, seed=args.seed, metrics={"threshold": threshold, "rows": rows})
+    report.write_results(out, config=cfg, metrics={"threshold": threshold, "rows": rows})
     print(f"wrote {out}/results.json and anomaly.png")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

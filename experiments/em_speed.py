@@ -1,6 +1,8 @@
 """EM speed study: runs ``benchmarks/em_speed.py`` (JAX EM vs NumPy and scikit-learn, same init).
 
     python experiments/em_speed.py [--full]      # writes runs/em_speed/results.json
+
+Its flags are the benchmark's (``--help``).
 """
 
 import runpy

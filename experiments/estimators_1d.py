@@ -27,16 +27,35 @@ from genjax.targets import GaussianMixture, gaussian  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    weights: tuple = (0.3, 0.5, 0.2)
-    means: tuple = (-2.5, 0.5, 3.0)
-    stds: tuple = (0.5, 0.8, 0.4)
-    sizes: tuple = (100, 1000, 10000)
+class Config(report.RunConfig):
+    weights: tuple[float, ...] = (0.3, 0.5, 0.2)
+    """Mixture weights of the true density."""
+    means: tuple[float, ...] = (-2.5, 0.5, 3.0)
+    """Component means."""
+    stds: tuple[float, ...] = (0.5, 0.8, 0.4)
+    """Component standard deviations."""
+    sizes: tuple[int, ...] = (100, 1000, 10000)
+    """Sample sizes N."""
     reps: int = 3
+    """Replications per sample size."""
     n_init: int = 5
-    grid: tuple = (-10.0, 10.0, 8001)  # step 0.0025
+    """EM restarts (k-means++), run in parallel."""
+    grid: tuple[float, float, int] = (-10.0, 10.0, 8001)
+    """Quadrature grid (start, stop, points) for the KL; the default step is 0.0025."""
     bic_n: int = 1000
-    bic_ks: tuple = (1, 2, 3, 4, 5)
+    """Sample size of the BIC scan."""
+    bic_ks: tuple[int, ...] = (1, 2, 3, 4, 5)
+    """Components K tried by the BIC scan."""
+
+    def __post_init__(self):
+        report.check_positive(self, "weights", "stds", "sizes", "reps", "n_init", "bic_n", "bic_ks")
+        if not len(self.weights) == len(self.means) == len(self.stds):
+            raise ValueError(f"--weights, --means and --stds need one value per component, got "
+                             f"{len(self.weights)}, {len(self.means)} and {len(self.stds)}")
+        if abs(sum(self.weights) - 1.0) > 1e-6:
+            raise ValueError(f"--weights must sum to 1, got {sum(self.weights)}")
+        if not (self.grid[0] < self.grid[1] and self.grid[2] >= 3):
+            raise ValueError(f"--grid must be START STOP POINTS with START < STOP and POINTS >= 3, got {self.grid}")
 
 
 ESTIMATORS = ("gaussian", "gmm_em_k3", "kde_scott", "kde_silverman")
@@ -59,13 +78,8 @@ def fit_all(key, x, cfg: Config):
     }
 
 
-def main():
-    parser = report.experiment_parser(__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=Config.reps, help="replications per sample size")
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(Config.sizes), help="sample sizes")
-    args = parser.parse_args()
-    cfg = Config(reps=args.reps, sizes=tuple(args.sizes))
-    out = report.output_dir(__file__, args.out)
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
 
     truth = GaussianMixture.diagonal(jnp.array(cfg.weights), jnp.array(cfg.means)[:, None], jnp.array(cfg.stds)[:, None])
     grid = jnp.linspace(*cfg.grid[:2], int(cfg.grid[2]))
@@ -75,7 +89,7 @@ def main():
     def kl_to(model):
         return float(jnp.trapezoid(p * (log_p - grid_log_density(model, grid)), grid))
 
-    keys = jax.random.split(jax.random.key(args.seed), len(cfg.sizes) * cfg.reps * 2).reshape(len(cfg.sizes), cfg.reps, 2)
+    keys = jax.random.split(jax.random.key(cfg.seed), len(cfg.sizes) * cfg.reps * 2).reshape(len(cfg.sizes), cfg.reps, 2)
     rows, kls, shown = [], {}, {}
     for i, n in enumerate(cfg.sizes):
         per = {name: [] for name in ESTIMATORS}
@@ -94,7 +108,7 @@ def main():
         print(f"N={n}: done", flush=True)
 
     # BIC over K at one sample size
-    x = truth.sample(jax.random.fold_in(jax.random.key(args.seed), 1), cfg.bic_n)
+    x = truth.sample(jax.random.fold_in(jax.random.key(cfg.seed), 1), cfg.bic_n)
     bic_rows = []
     for k in cfg.bic_ks:
         fit = S.fit_gmm(jax.random.key(k), x, k, covariance_type="diag", n_init=cfg.n_init, tol=1e-5, max_iter=500)
@@ -129,9 +143,9 @@ def main():
     fig.savefig(out / "estimators_1d.png", dpi=120)
 
     metrics = {"kl": {str(n): kls[n] for n in cfg.sizes}, "table": rows, "bic_scan": bic_rows, "bic_choice": best_k}
-    report.write_results(out, config=cfg, seed=args.seed, metrics=metrics)
+    report.write_results(out, config=cfg, metrics=metrics)
     print(f"\nwrote {out / 'results.json'} and {out / 'estimators_1d.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

@@ -17,6 +17,12 @@ density is known (its floor).  ``train_s`` includes compilation; ``sample_s`` is
 time to draw the samples; NFE counts vector-field evaluations per sample (sampling and
 likelihood; the training NFE is FFJORD's forward count).
 
+Sample quality (``genjax.report.evaluator``): W2 and energy distance of ``--n-eval`` samples
+against held-out data next to the floor of two data samples, and, where the density is
+known, the cross-entropy ``−mean log p_data`` of the samples next to the data's (with the
+fraction of samples off the support, where ``p_data = 0``).  The flow-matching models are
+saved as runs (``runs/flows_2d/flow_matching_<dataset>/``) for ``python -m genjax.sample``.
+
 Run: ``.venv/bin/python experiments/flows_2d.py`` (≈ 4 min on a 2-core CPU); raise
 ``--flow-steps --cnf-steps --fm-steps`` for sharper densities.
 """
@@ -24,8 +30,8 @@ Run: ``.venv/bin/python experiments/flows_2d.py`` (≈ 4 min on a 2-core CPU); r
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -36,37 +42,70 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from genjax import report  # noqa: E402
+import genjax  # noqa: E402
+from genjax import metrics, report  # noqa: E402
 from genjax.data import toy  # noqa: E402
 from genjax.flows import Flow, ffjord, glow_2d, realnvp  # noqa: E402
 from genjax.interpolants import linear  # noqa: E402
-from genjax.likelihood import log_likelihood  # noqa: E402
 from genjax.nets import TimeMLP  # noqa: E402
-from genjax.samplers import sample_ode  # noqa: E402
 from genjax.train import TrainState, fit, train_interpolant  # noqa: E402
 
-MODELS = ("realnvp", "glow_2d", "ffjord", "flow_matching")
-DATASETS = ("moons", "eight_gaussians", "checkerboard")
+ModelName = Literal["realnvp", "glow_2d", "ffjord", "flow_matching"]
+DatasetName = Literal["moons", "eight_gaussians", "checkerboard"]
+MODELS: tuple[ModelName, ...] = ("realnvp", "glow_2d", "ffjord", "flow_matching")
+DATASETS: tuple[DatasetName, ...] = ("moons", "eight_gaussians", "checkerboard")
 BOXES = {"moons": 3.0, "eight_gaussians": 4.5, "checkerboard": 4.5}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(report.RunConfig):
     flow_steps: int = 2000
+    """Training steps of RealNVP and Glow-2D."""
     cnf_steps: int = 400
+    """Training steps of FFJORD."""
     fm_steps: int = 2000
+    """Training steps of flow matching."""
     batch_size: int = 256
+    """Batch size (RealNVP, Glow-2D, flow matching)."""
     cnf_batch_size: int = 128
+    """Batch size of FFJORD."""
     lr: float = 2e-3
+    """Adam learning rate."""
     ema_decay: float = 0.995
+    """Decay of the EMA weights that are evaluated."""
     flow_layers: int = 8
+    """Coupling layers of RealNVP (Glow-2D: half as many steps)."""
     hidden: int = 64
-    cnf_rtol: float = 1e-4  # training solve; evaluation uses 1e-5 and the exact divergence
+    """Hidden width of every network."""
+    cnf_rtol: float = 1e-4
+    """rtol = atol of FFJORD's training solve; evaluation uses 1e-5 and the exact divergence."""
     n_test: int = 4000
+    """Held-out points for the test NLL."""
     n_samples: int = 4000
+    """Samples drawn per model (figures)."""
+    n_eval: int = 2000
+    """Samples (and held-out points) for W2, energy and cross-entropy."""
+    floor_repeats: int = 3
+    """Pairs of data samples for the data floor."""
     grid: int = 100
-    datasets: tuple = DATASETS
-    models: tuple = MODELS
+    """Density grid resolution per axis."""
+    datasets: tuple[DatasetName, ...] = DATASETS
+    """Data sets to run."""
+    models: tuple[ModelName, ...] = MODELS
+    """Models to run."""
+    save_runs: bool = True
+    """Save the flow-matching models under <out>/flow_matching_<dataset>/ (genjax.save_run)."""
+
+    def __post_init__(self):
+        report.check_positive(self, "flow_steps", "cnf_steps", "fm_steps", "batch_size", "cnf_batch_size", "lr",
+                              "flow_layers", "hidden", "cnf_rtol", "n_test", "n_samples", "n_eval", "grid")
+        for name, values, allowed in (("datasets", self.datasets, DATASETS), ("models", self.models, MODELS)):
+            if not values or any(v not in allowed for v in values):
+                raise ValueError(f"--{name} {' '.join(map(str, values))}: expected one or more of {allowed}")
+        if self.n_eval > self.n_samples:
+            raise ValueError(f"--n-eval ({self.n_eval}) must be <= --n-samples ({self.n_samples})")
+        if self.floor_repeats < 2:
+            raise ValueError(f"--floor-repeats must be >= 2, got {self.floor_repeats}")
 
 
 def _timed(fn, *args):
@@ -113,13 +152,17 @@ def train_flow_matching(cfg, data, key):
     state, _ = train_interpolant(module.apply, params, linear, data.sample, key=k_fit, optimizer=optax.adam(cfg.lr),
                                  prediction="velocity", num_steps=cfg.fm_steps, batch_size=cfg.batch_size,
                                  steps_per_call=500, ema_decay=cfg.ema_decay, progress=False)
-    fn = functools.partial(module.apply, state.ema_params)
-    log_prob = lambda x: log_likelihood(fn, linear, x, return_stats=True)  # noqa: E731  (jitted inside)
-    sample = lambda key: sample_ode(fn, linear, key, (cfg.n_samples, 2))  # noqa: E731
+    model = genjax.Model(module.apply, state.ema_params)
+    log_prob = lambda x: genjax.log_likelihood(model, linear, x, prediction="velocity", return_stats=True)  # noqa: E731
+    sample = lambda key: genjax.sample_ode(model, linear, key, (cfg.n_samples, 2), prediction="velocity")  # noqa: E731
+    if cfg.save_runs:
+        genjax.save_run(report.output_dir(__file__, cfg.out) / f"flow_matching_{data.name}", net=module,
+                        params=state.ema_params, interpolant="linear", prediction="velocity", config=cfg,
+                        event_shape=(2,))
     return log_prob, sample, None
 
 
-def run(name, cfg, data, key):
+def run(name, cfg, data, key, evaluate):
     tic = time.perf_counter()
     if name in ("realnvp", "glow_2d"):
         log_prob, sample, train_nfe = train_bijective(name, cfg, data, key)
@@ -141,6 +184,7 @@ def run(name, cfg, data, key):
         "nfe_sample": None if s_stats is None else int(s_stats["nfe"]),
         "nfe_nll": None if lp_stats is None else int(lp_stats["nfe"]),
         "nfe_train": train_nfe,
+        **evaluate(np.asarray(samples)[: cfg.n_eval]),
     }
     return row, np.asarray(samples), density
 
@@ -175,37 +219,36 @@ def figures(out, cfg, panels):
         plt.close(fig)
 
 
-def main():
-    parser = report.experiment_parser(__doc__.split("\n")[0])
-    defaults = Config()
-    for field in ("flow_steps", "cnf_steps", "fm_steps", "batch_size", "hidden"):
-        parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    args = parser.parse_args()
-    cfg = Config(flow_steps=args.flow_steps, cnf_steps=args.cnf_steps, fm_steps=args.fm_steps,
-                 batch_size=args.batch_size, hidden=args.hidden, lr=args.lr, datasets=tuple(args.datasets),
-                 models=tuple(args.models))
-    out = report.output_dir(__file__, args.out)
-    key = jax.random.PRNGKey(args.seed)
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
+    key = jax.random.PRNGKey(cfg.seed)
 
-    rows, panels = [], {}
+    rows, panels, floors = [], {}, {}
+    sample_metrics = {"W2": metrics.wasserstein2, "energy": metrics.energy_distance}
     for i, ds in enumerate(cfg.datasets):
         data = toy.get(ds)
         panels[ds] = {"data": (np.asarray(data.sample(jax.random.PRNGKey(30_000), cfg.n_samples)), None)}
+        evaluate = report.evaluator(data.sample, jax.random.PRNGKey(40_000 + i), cfg.n_eval, sample_metrics,
+                                    repeats=cfg.floor_repeats, log_prob=data.log_prob, entropy=data.entropy)
+        floors[ds] = evaluate.summary()
         for j, name in enumerate(cfg.models):
-            row, samples, density = run(name, cfg, data, jax.random.fold_in(key, 100 * i + j))
+            row, samples, density = run(name, cfg, data, jax.random.fold_in(key, 100 * i + j), evaluate)
             rows.append(row)
             panels[ds][name] = (samples, density)
-            print(f"{ds:16s} {name:14s} test NLL {row['test_nll']:.3f}  train {row['train_s']:.1f}s", flush=True)
+            print(f"{ds:16s} {name:14s} test NLL {row['test_nll']:.3f}  W2 {row['W2']:.3f}  "
+                  f"cross-entropy {row.get('cross-entropy', '–')}  train {row['train_s']:.1f}s", flush=True)
+        rows.append({"dataset": ds, "model": "data floor", "entropy": data.entropy,
+                     **evaluate.floor_row()})
 
     figures(out, cfg, panels)
-    columns = ["dataset", "model", "test_nll", "entropy", "train_s", "sample_s", "nfe_sample", "nfe_nll", "nfe_train"]
+    columns = ["dataset", "model", "test_nll", "entropy", "W2", "energy", "cross-entropy", "off_support", "train_s",
+               "sample_s", "nfe_sample", "nfe_nll", "nfe_train"]
     print(report.markdown_table(rows, columns))
-    report.write_results(out, config=cfg, seed=args.seed, metrics={"rows": rows})
+    print(f"\nW2, energy, cross-entropy on {cfg.n_eval} samples vs {cfg.n_eval} held-out points; data floor: "
+          f"two data samples ({cfg.floor_repeats} repeats, mean ± sd)")
+    report.write_results(out, config=cfg, metrics={"rows": rows, "floors": floors})
     print(f"wrote {out}/results.json, density.png, samples.png")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -38,19 +39,41 @@ D = 64
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(report.RunConfig):
     steps: int = 2000
+    """Training steps per model."""
     batch_size: int = 64
+    """Training batch size."""
     lr: float = 1e-3
+    """Adam learning rate."""
     ema_decay: float = 0.995
-    hidden: int = 32  # Glow conv channels
-    realnvp_hidden: int = 64  # RealNVP MLP width (two hidden layers); 256 overfits 1438 images
+    """Decay of the EMA weights that are evaluated."""
+    hidden: int = 32
+    """Glow conv channels."""
+    realnvp_hidden: int = 64
+    """RealNVP MLP width (two hidden layers); 256 overfits 1438 images."""
     realnvp_layers: int = 8
+    """RealNVP coupling layers."""
     glow_levels: int = 2
+    """Glow levels (squeeze → steps → split)."""
     glow_steps: int = 4
-    scaling: str = "logit"
+    """Glow steps per level."""
+    scaling: Literal["symmetric", "logit"] = "logit"
+    """Model space of the dequantised pixels (its Jacobian enters the bits/dim)."""
     alpha: float = 0.05
-    models: tuple = ("realnvp", "glow")
+    """Logit scaling: pixels are squeezed into [alpha, 1 − alpha] first."""
+    models: tuple[Literal["realnvp", "glow"], ...] = ("realnvp", "glow")
+    """Models to train."""
+
+    def __post_init__(self):
+        report.check_positive(self, "steps", "batch_size", "lr", "hidden", "realnvp_hidden", "realnvp_layers",
+                              "glow_levels", "glow_steps")
+        if self.scaling not in images.SCALINGS:
+            raise ValueError(f"--scaling {self.scaling!r}: expected one of {images.SCALINGS}")
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"--alpha must be in (0, 0.5), got {self.alpha}")
+        if not self.models or any(m not in ("realnvp", "glow") for m in self.models):
+            raise ValueError(f"--models {self.models}: expected one or more of realnvp, glow")
 
 
 def build(name: str, cfg: Config) -> Flow:
@@ -107,22 +130,10 @@ def grid(ax, pixels, title):
     ax.axis("off")
 
 
-def main():
-    parser = report.experiment_parser(__doc__.split("\n")[0])
-    defaults = Config()
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="Glow conv channels")
-    parser.add_argument("--realnvp-hidden", type=int, default=defaults.realnvp_hidden)
-    parser.add_argument("--scaling", choices=images.SCALINGS, default=defaults.scaling)
-    parser.add_argument("--models", nargs="+", choices=("realnvp", "glow"), default=list(defaults.models))
-    args = parser.parse_args()
-    cfg = Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden, realnvp_hidden=args.realnvp_hidden, scaling=args.scaling,
-                 models=tuple(args.models))
-    out = report.output_dir(__file__, args.out)
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
     train, test = images.load_digits(seed=0)
-    key = jax.random.PRNGKey(args.seed)
+    key = jax.random.PRNGKey(cfg.seed)
 
     rows, grids = [], {"data (test)": test[:64] / (images.LEVELS - 1)}
     for name, k in zip(cfg.models, jax.random.split(key, len(cfg.models))):
@@ -139,9 +150,9 @@ def main():
 
     columns = ["model", "params", "test_bpd", "test_bpd_raw", "train_bpd", "train_s", "steps_per_s"]
     print(report.markdown_table(rows, columns))
-    report.write_results(out, config=cfg, seed=args.seed, metrics={"rows": rows})
+    report.write_results(out, config=cfg, metrics={"rows": rows})
     print(f"wrote {out}/results.json and samples.png")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

@@ -31,14 +31,26 @@ from genjax import stats as S  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(report.RunConfig):
     mu0: float = 1.0
+    """Mean of the data distribution p = N(mu0, sigma0²)."""
     sigma0: float = 2.0
+    """Standard deviation of p."""
     n_data: int = 2000
-    scan_points: int = 601  # grid steps 0.01 (μ) and 0.005 (σ) that contain the truth
+    """Data points for the parameter scan."""
+    scan_points: int = 601
+    """Points of each scan (601: grid steps 0.01 in μ and 0.005 in σ that contain the truth)."""
     quadrature_nodes: int = 40
-    sample_sizes: tuple = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+    """Gauss–Hermite nodes for the cross-entropy."""
+    sample_sizes: tuple[int, ...] = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+    """Sample sizes N of the replication study."""
     reps: int = 4000
+    """Replications per sample size."""
+
+    def __post_init__(self):
+        report.check_positive(self, "sigma0", "n_data", "scan_points", "quadrature_nodes", "reps")
+        if not self.sample_sizes or min(self.sample_sizes) < 2:
+            raise ValueError(f"--sample-sizes must be integers >= 2, got {self.sample_sizes}")
 
 
 def objectives(x, mu0, sigma0, nodes, weights):
@@ -100,14 +112,9 @@ def replications(cfg: Config, key):
     return rows
 
 
-def main():
-    parser = report.experiment_parser(__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=Config.reps, help="replications per sample size")
-    parser.add_argument("--n-data", type=int, default=Config.n_data, help="data points for the parameter scan")
-    args = parser.parse_args()
-    cfg = Config(reps=args.reps, n_data=args.n_data)
-    out = report.output_dir(__file__, args.out)
-    k1, k2 = jax.random.split(jax.random.key(args.seed))
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
+    k1, k2 = jax.random.split(jax.random.key(cfg.seed))
 
     x, mus, sigmas, (mu_curves, sigma_curves) = scan(cfg, k1)
     entropy = 0.5 * math.log(2 * math.pi * math.e * cfg.sigma0**2)
@@ -176,9 +183,9 @@ def main():
 
     for r in rep_rows:
         r.pop("z_sigma")
-    report.write_results(out, config=cfg, seed=args.seed, metrics={"scan": scan_rows, "replications": rep_rows})
+    report.write_results(out, config=cfg, metrics={"scan": scan_rows, "replications": rep_rows})
     print(f"\nwrote {out / 'results.json'} and {out / 'mle_trinity.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

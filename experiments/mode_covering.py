@@ -32,15 +32,30 @@ from genjax.targets import GaussianMixture  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    weights: tuple = (0.4, 0.6)
-    means: tuple = (-3.0, 3.0)
-    stds: tuple = (0.8, 1.2)
-    starts: tuple = (-2.0, 1.0)  # initial means for reverse-KL descent (initial std 1)
+class Config(report.RunConfig):
+    weights: tuple[float, float] = (0.4, 0.6)
+    """Weights of the two-component target."""
+    means: tuple[float, float] = (-3.0, 3.0)
+    """Component means."""
+    stds: tuple[float, float] = (0.8, 1.2)
+    """Component standard deviations."""
+    starts: tuple[float, ...] = (-2.0, 1.0)
+    """Initial means of the reverse-KL descents (initial std 1)."""
     steps: int = 800
+    """Adam steps for the reverse-KL fit."""
     learning_rate: float = 0.02
+    """Adam learning rate."""
     mc_samples: int = 200_000
+    """Monte-Carlo samples per KL estimate."""
     mle_samples: int = 100_000
+    """Draws from p for the MLE."""
+
+    def __post_init__(self):
+        report.check_positive(self, "weights", "stds", "steps", "learning_rate", "mc_samples", "mle_samples")
+        if abs(sum(self.weights) - 1.0) > 1e-6:
+            raise ValueError(f"--weights must sum to 1, got {sum(self.weights)}")
+        if not self.starts:
+            raise ValueError("--starts needs at least one initial mean")
 
 
 def reverse_kl(params, grid, log_p):
@@ -61,13 +76,9 @@ def forward_kl(params, grid, log_p):
     return jnp.trapezoid(jnp.exp(log_p) * (log_p - log_q), grid)
 
 
-def main():
-    parser = report.experiment_parser(__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=Config.steps, help="Adam steps for the reverse-KL fit")
-    args = parser.parse_args()
-    cfg = Config(steps=args.steps)
-    out = report.output_dir(__file__, args.out)
-    key_mle, key_mc = jax.random.split(jax.random.key(args.seed))
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
+    key_mle, key_mc = jax.random.split(jax.random.key(cfg.seed))
 
     target = GaussianMixture.diagonal(jnp.array(cfg.weights), jnp.array(cfg.means)[:, None], jnp.array(cfg.stds)[:, None])
     grid = jnp.linspace(-20.0, 20.0, 8001)  # step 0.005 ≪ every σ involved
@@ -110,7 +121,7 @@ def main():
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     xs = np.linspace(-8, 9, 1000)
     ax[0].fill_between(xs, np.exp(np.asarray(jax.vmap(target.log_prob)(jnp.asarray(xs)[:, None]))), color="0.85", label="target p")
-    styles = ["C0-", "C0:", "C3-", "C2-"]
+    styles = ["C0-", "C0:", "C3-", "C2-"] + [f"C{4 + i}-" for i in range(len(cfg.starts))]  # any number of starts
     for (name, (mu, sigma)), style in zip(fits.items(), styles):
         dens = np.exp(-0.5 * ((xs - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
         ax[0].plot(xs, dens, style, lw=2, label=f"{name}: N({mu:.2f}, {sigma:.2f}²)")
@@ -123,9 +134,9 @@ def main():
     fig.tight_layout()
     fig.savefig(out / "mode_covering.png", dpi=120)
 
-    report.write_results(out, config=cfg, seed=args.seed, metrics={"fits": rows})
+    report.write_results(out, config=cfg, metrics={"fits": rows})
     print(f"\nwrote {out / 'results.json'} and {out / 'mode_covering.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))

@@ -28,22 +28,35 @@ import optax  # noqa: E402
 
 from genjax.losses.score import dsm, esm, ssm  # noqa: E402
 from genjax.nets import TimeMLP  # noqa: E402
-from genjax.report import parse_config, markdown_table, output_dir, write_results  # noqa: E402
+from genjax import report  # noqa: E402
 from genjax.targets import GaussianMixture  # noqa: E402
 from genjax.train import TrainState, fit  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(report.RunConfig):
     steps_2d: int = 3000
+    """Training steps per loss on the 2-D mixture."""
     steps_dim: int = 300
-    dims: tuple = (2, 8, 32, 128)
+    """Training steps per loss and dimension in the sweep."""
+    dims: tuple[int, ...] = (2, 8, 32, 128)
+    """Dimensions d of the sweep."""
     batch_size: int = 256
+    """Training batch size."""
     hidden: int = 128
+    """Width of each hidden layer of the score MLP."""
     depth: int = 3
+    """Number of hidden layers."""
     lr: float = 2e-3
+    """Adam learning rate."""
     dsm_sigma: float = 0.1
+    """Noise level of denoising score matching."""
     n_eval: int = 4000
+    """Held-out samples for the relative Fisher divergence."""
+
+    def __post_init__(self):
+        report.check_positive(self, "steps_2d", "steps_dim", "dims", "batch_size", "hidden", "depth", "lr",
+                              "dsm_sigma", "n_eval")
 
 
 LOSSES = ("ESM", "DSM", "SSM", "SSM-VR")
@@ -151,10 +164,9 @@ def scaling_figure(path, rows, dims):
     plt.close(fig)
 
 
-def main():
-    cfg, args = parse_config(Config, __doc__.splitlines()[0])
-    out = output_dir(__file__, args.out)
-    key = jax.random.key(args.seed)
+def main(cfg: Config):
+    out = report.output_dir(__file__, cfg.out)
+    key = jax.random.key(cfg.seed)
     k_2d, k_dim = jax.random.split(key)
 
     # -- 2-D mixture: all four losses, quiver plot -------------------------------------
@@ -185,12 +197,12 @@ def main():
     scaling_figure(out / "score_matching_vs_dim.png", rows, list(cfg.dims))
 
     print("\n2-D mixture (3 components), relative Fisher divergence of the EMA score network:\n")
-    print(markdown_table(rows_2d, ["loss", "rel_fisher", "ms_per_step"]))
+    print(report.markdown_table(rows_2d, ["loss", "rel_fisher", "ms_per_step"]))
     print(f"\nDimension sweep ({cfg.steps_dim} steps, batch {cfg.batch_size}):\n")
-    print(markdown_table(rows, ["d", "loss", "rel_fisher", "ms_per_step", "step_temp_MiB"]))
-    path = write_results(out, config=cfg, seed=args.seed, metrics={"two_d": rows_2d, "dims": rows})
+    print(report.markdown_table(rows, ["d", "loss", "rel_fisher", "ms_per_step", "step_temp_MiB"]))
+    path = report.write_results(out, config=cfg, metrics={"two_d": rows_2d, "dims": rows})
     print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
-    main()
+    main(report.cli(Config, __doc__))
