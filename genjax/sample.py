@@ -1,4 +1,4 @@
-"""Sample a saved run (:mod:`genjax.runs`) in a fresh process: ``python -m genjax.sample RUN_DIR ...``.
+"""Sample a saved run (genjax.save_run) in a new process: samples to .npy, a PNG figure, NFE and time.
 
 Loads the run, draws ``--n`` samples with the chosen sampler (in chunks of ``--chunk-size``),
 writes them as ``.npy`` (default ``RUN_DIR/samples_<sampler>.npy``) with a PNG figure next to
@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import jax
 import numpy as np
@@ -33,7 +33,7 @@ SAMPLERS = ("ode", "sde", "ddpm", "ddim", "heun", "pc")
 class SampleConfig:
     """Options of ``python -m genjax.sample``."""
 
-    run_dir: tyro.conf.Positional[str]
+    run_dir: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="RUN_DIR")]]
     """A run directory written by genjax.save_run (it holds run.json and params/)."""
     sampler: Literal["ode", "sde", "ddpm", "ddim", "heun", "pc"] = "ode"
     """ode: probability-flow ODE; sde: reverse SDE (Euler-Maruyama); ddpm: ancestral; ddim; heun: EDM; pc: predictor-corrector."""
@@ -117,7 +117,7 @@ def figure(samples: np.ndarray, path: Path, title: str) -> None:
 
 def main(args=None) -> Path:
     """Run the command line (``args`` replaces ``sys.argv[1:]``); returns the ``.npy`` path."""
-    cfg = tyro.cli(SampleConfig, description=__doc__.splitlines()[0], args=args)
+    cfg = tyro.cli(SampleConfig, prog="python -m genjax.sample", description=__doc__.splitlines()[0], args=args)
     try:
         run = load_run(cfg.run_dir)
         tic = time.perf_counter()
