@@ -2,8 +2,8 @@
 
 Each experiment runs in its own process (``python experiments/<name>.py --out runs/<name>``) and
 writes ``runs/<name>/results.json`` as usual; its figures are then copied into ``docs/figures/``.
-With every experiment this takes about an hour on a 2-core CPU (most of it ``flows_2d``,
-``score_matching`` and ``ncsn_2d``); ``--experiments`` picks some, ``--copy-only`` copies the
+With every experiment this takes about 20–25 minutes on an idle 2-core CPU (most of it
+``score_matching``, ``flows_2d`` and ``ncsn_2d``); ``--experiments`` picks some, ``--copy-only`` copies the
 figures of earlier runs without running anything.
 
     make figures                                                 # all experiments
