@@ -9,7 +9,7 @@ and energy on 2000 points do not), NFE, sampling time, and test NLL via the PF-O
 the true density's NLL on the same points.  The EMA models are saved as runs
 (``runs/quickstart/<model>/``) that ``python -m genjax.sample`` can load.
 
-    python experiments/quickstart.py                      # eight_gaussians, about 70 s on 2 CPU cores
+    python experiments/quickstart.py                      # eight_gaussians, about 80 s on 2 idle CPU cores
     python experiments/quickstart.py --dataset checkerboard --steps 20000
 """
 
