@@ -21,6 +21,11 @@ def samples():
     return {name: np.asarray(ds.sample(KEY, N)) for name, ds in toy.DATASETS.items()}
 
 
+def batched(log_prob):
+    """A per-point ``log_prob`` over a batch, compiled (an eager ``vmap`` compiles and dispatches op by op)."""
+    return jax.jit(jax.vmap(log_prob))
+
+
 def midpoint_grid(lim, h):
     g = np.arange(-lim + h / 2, lim, h)
     xx, yy = np.meshgrid(g, g)
@@ -124,7 +129,7 @@ def test_checkerboard_support_and_uniform_occupancy(samples):
     χ² over the 32 cells (31 d.o.f.) must stay below its 1 − 1e−4 quantile.
     """
     x = samples["checkerboard"]
-    lp = np.asarray(jax.vmap(toy.checkerboard.log_prob)(jnp.asarray(x)))
+    lp = np.asarray(batched(toy.checkerboard.log_prob)(jnp.asarray(x)))
     np.testing.assert_array_equal(lp, np.float32(-math.log(32)))
     cells = (np.floor(x[:, 0]) + 4) * 8 + (np.floor(x[:, 1]) + 4)
     counts = np.bincount(cells.astype(int), minlength=64)
@@ -134,7 +139,8 @@ def test_checkerboard_support_and_uniform_occupancy(samples):
     assert chi2 < scipy.stats.chi2.ppf(1 - 1e-4, 31)
     assert toy.checkerboard.entropy == math.log(32)
     # FFJORD: x1 ∈ [0, 2) pairs with x2 ∈ [0, 2) ∪ [−4, −2)
-    lp = [float(toy.checkerboard.log_prob(jnp.array(p))) for p in ([1.0, 1.0], [1.0, -3.0], [1.0, -1.0], [1.0, 5.0])]
+    log_prob = jax.jit(toy.checkerboard.log_prob)
+    lp = [float(log_prob(jnp.array(p))) for p in ([1.0, 1.0], [1.0, -3.0], [1.0, -1.0], [1.0, 5.0])]
     np.testing.assert_allclose(lp, [-math.log(32)] * 2 + [-np.inf] * 2, rtol=1e-6)
 
 
@@ -143,17 +149,17 @@ def test_densities_integrate_to_one_and_entropies():
     the smooth, 9σ-contained eight Gaussians, so only float32 rounding (~1e−6) remains.  The quadrature
     entropy −Σ p log p h² checks the stored constant; a Monte-Carlo estimate must agree within 5 s.e."""
     h = 0.05
-    p = np.exp(np.asarray(jax.vmap(toy.checkerboard.log_prob)(midpoint_grid(5.0, h)), np.float64))
+    p = np.exp(np.asarray(batched(toy.checkerboard.log_prob)(midpoint_grid(5.0, h)), np.float64))
     assert p.sum() * h**2 == pytest.approx(1.0, abs=1e-5)
     h = 0.02
-    lp = np.asarray(jax.vmap(toy.eight_gaussians.log_prob)(midpoint_grid(6.0, h)), np.float64)
+    lp = np.asarray(batched(toy.eight_gaussians.log_prob)(midpoint_grid(6.0, h)), np.float64)
     p = np.exp(lp)
     assert p.sum() * h**2 == pytest.approx(1.0, abs=1e-5)
     assert -(p * lp).sum() * h**2 == pytest.approx(toy.eight_gaussians.entropy, abs=1e-5)
 
 
 def test_eight_gaussians_entropy_monte_carlo(samples):
-    lp = np.asarray(jax.vmap(toy.eight_gaussians.log_prob)(jnp.asarray(samples["eight_gaussians"])), np.float64)
+    lp = np.asarray(batched(toy.eight_gaussians.log_prob)(jnp.asarray(samples["eight_gaussians"])), np.float64)
     assert abs(-lp.mean() - toy.eight_gaussians.entropy) < 5 * lp.std() / math.sqrt(N)
 
 
@@ -163,7 +169,7 @@ def test_gaussian_mixture_builder():
     assert ds.name == "g" and ds.dim == 2
     assert ds.entropy == pytest.approx(0.5 * 2 * (1 + math.log(2 * math.pi)) + math.log(0.5 * 2.0), rel=1e-6)
     ref = scipy.stats.multivariate_normal([1.0, 2.0], np.diag([0.25, 4.0])).logpdf([0.3, -1.0])
-    assert float(ds.log_prob(jnp.array([0.3, -1.0]))) == pytest.approx(ref, rel=1e-5)
+    assert float(jax.jit(ds.log_prob)(jnp.array([0.3, -1.0]))) == pytest.approx(ref, rel=1e-5)
     # two components 20σ apart in 3-D: entropy log 2 + ½·3·log(2πe); Monte Carlo with log p of
     # variance d/2 = 1.5, so 5 s.e. = 5 sqrt(1.5/n)
     mix = GaussianMixture.diagonal(jnp.ones(2), jnp.array([[-10.0, 0, 0], [10.0, 0, 0]]), 1.0)
