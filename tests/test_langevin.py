@@ -196,6 +196,31 @@ def test_pc_reproduces_gaussian_data(interpolant, predictor):
     assert bool(jnp.all(jnp.abs(std / s - 1.0) < 5 / np.sqrt(2 * n) + 0.02)), std
 
 
+def test_pc_corrector_step_carries_the_alpha_ratio_on_vp():
+    """On vp the snr step is h = 2 α_i (r‖ξ‖/‖s‖)² with α_i = α(t)²/α(s)² (1 − β_i; Song et al. 2021, Alg. 5).
+
+    One level t = 0.9 → s = 0.5 (ts grid) with 100 corrector steps from the exact p_t = N(α m, c I):
+    α_i = e^{−(B(0.9) − B(0.5))} ≈ 0.0037, so the corrector's fixed point c (1 + α_i r²) stays at c
+    (without α_i it would be c (1 + r²) = 1.25 c: std +11.8%).  The PF-ODE Euler predictor is affine,
+    x ↦ x + (s − t)(α̇ m + k (x − α m)), so the final std is |1 + (s − t) k| sqrt(c (1 + α_i r²)).
+    Tolerance: 5 MC standard errors of a std (1/sqrt(2n) relative) plus 0.5% for the corrector's drift.
+    """
+    ip, m, s0, r, n = I.vp, jnp.array([1.0, -2.0]), 0.8, 0.5, N_CHAINS
+    t, s = 0.9, 0.5
+    a_t, sig_t, da_t, ds_t = (float(v) for v in ip.scales(jnp.float32(t)))
+    a_s = float(ip.alpha(jnp.float32(s)))
+    c = a_t**2 * s0**2 + sig_t**2
+    x_init = a_t * m + np.sqrt(c) * jax.random.normal(jax.random.key(12), (n, 2))
+    x, stats = sample_pc(isotropic_score(ip, m, s0), ip, jax.random.key(13), prediction="score", ts=[t, s],
+                         corrector_steps=100, snr=r, predictor="ode", x_init=x_init)
+    assert stats["nfe"] == 101
+    k = (a_t * da_t * s0**2 + sig_t * ds_t) / c
+    alpha_ratio = (a_t / a_s) ** 2
+    want = abs(1 + (s - t) * k) * np.sqrt(c * (1 + alpha_ratio * r**2))
+    ratio = np.asarray(jnp.std(x, 0)) / want
+    assert np.all(np.abs(ratio - 1.0) < 5 / np.sqrt(2 * n) + 0.005), ratio
+
+
 def test_pc_snr_corrector_has_its_predicted_fixed_point():
     """The snr rule's stationary law on an isotropic Gaussian p_t = N(μ, c I) (Song et al. 2021, Alg. 4).
 
