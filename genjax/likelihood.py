@@ -18,9 +18,9 @@ import numpy as np
 
 from . import _checks
 from .interpolants import Interpolant, check_domain, check_prediction
-from .model import filter_jit
+from .model import check_conditioning, check_output, filter_jit, per_sample
 from .ode import integrate, raise_on_failure, resolve_solver, summarize
-from .samplers.common import check_conditioning, map_chunks, model_field
+from .samplers.common import map_chunks
 from .samplers.ode import velocity_field
 
 __all__ = ["DIVERGENCES", "PROBES", "cnf_log_prob", "log_likelihood", "normal_log_prob", "bits_per_dim",
@@ -138,13 +138,11 @@ def _log_likelihood(model, interpolant, prediction, divergence, probe, solver, n
                     inputs):
     x, key, c = inputs
     prior_std = interpolant.prior_std()
-    f = model_field(model, interpolant, prediction, None if c is None else jax.tree.map(lambda a: a[0], c),
-                    x.shape[1:], x.dtype, "log_likelihood")
-    del f  # the output check, once per trace
-    field = lambda t, z, *ci: velocity_field(lambda tt, zz: model(tt, zz, *ci), interpolant, prediction)(t, z)
-    keys = None if key is None else key[0]
+    c0 = None if c is None else jax.tree.map(lambda a: a[0], c)
+    check_output(model, jnp.zeros((), x.dtype), x[0], c0, where="log_likelihood")  # once per trace
+    field = lambda t, z, *ci: velocity_field(per_sample(model, *ci), interpolant, prediction)(t, z)
     return cnf_log_prob(
-        field, x, keys, t0=interpolant.t_min, t1=interpolant.t_max,
+        field, x, None if key is None else key[0], t0=interpolant.t_min, t1=interpolant.t_max,
         base_log_prob=lambda z: normal_log_prob(z, prior_std), divergence=divergence, probe=probe, solver=solver,
         rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, return_stats=True, c=c, per_row_stats=True,
     )

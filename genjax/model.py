@@ -24,8 +24,11 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["Model", "call", "check_output", "per_sample", "filter_jit"]
+from ._checks import check_finite
+
+__all__ = ["Model", "call", "check_output", "check_conditioning", "per_sample", "filter_jit"]
 
 filter_jit = eqx.filter_jit
 
@@ -80,6 +83,16 @@ def check_output(model, t, x, c=None, *, where: str = "model") -> None:
         )
 
 
-def is_model(obj) -> bool:
-    """True for a callable (plain function or callable pytree)."""
-    return callable(obj)
+def check_conditioning(c, n: int):
+    """``c`` (a pytree of arrays with leading axis ``n``, one entry per sample) as jax arrays, or None."""
+    if c is None:
+        return None
+    if isinstance(c, (list, tuple)) and c and not hasattr(c[0], "shape"):
+        c = np.asarray(c)
+    c = jax.tree.map(jnp.asarray, c)
+    for leaf in jax.tree.leaves(c):
+        if leaf.ndim < 1 or leaf.shape[0] != n:
+            raise ValueError(f"c must be batched alongside x: every leaf needs the leading axis n={n}, "
+                             f"got shape {leaf.shape}")
+        check_finite("c", leaf)
+    return c

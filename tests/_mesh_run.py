@@ -2,7 +2,6 @@
 and sharded over a 2-device "data" mesh must agree (each sample draws from its own key)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import genjax

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from .._checks import check_batch, check_callable, check_finite
 from ..interpolants import Interpolant, check_prediction
-from ..model import check_output, per_sample
+from ..model import check_conditioning, check_output, per_sample
 
 __all__ = ["interpolant_loss", "sample_time", "WEIGHTINGS", "TIME_SAMPLINGS"]
 
@@ -101,10 +101,7 @@ def interpolant_loss(
     _check_args(interpolant, x0, x1, prediction, weighting, time_sampling, num_steps)
     x0 = jnp.asarray(x0)
     keys = jax.random.split(key, x0.shape[0])
-    if c is not None:
-        c = jax.tree.map(jnp.asarray, c)
-        if any(leaf.ndim < 1 or leaf.shape[0] != x0.shape[0] for leaf in jax.tree.leaves(c)):
-            raise ValueError(f"c must be batched alongside x0: every leaf needs the leading axis n={x0.shape[0]}")
+    c = check_conditioning(c, x0.shape[0])
     check_output(model, jnp.zeros(()), jax.ShapeDtypeStruct(x0.shape[1:], x0.dtype),
                  None if c is None else jax.tree.map(lambda a: a[0], c), where="interpolant_loss")
 

@@ -18,13 +18,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import _checks
 from ..interpolants import Interpolant, check_domain, check_prediction
-from ..model import check_output, per_sample
+from ..model import check_conditioning, check_output, per_sample
 
-__all__ = ["check_interval", "check_start", "check_conditioning", "sample_inputs", "map_chunks", "check_samples",
+__all__ = ["check_interval", "check_start", "sample_inputs", "map_chunks", "check_samples",
            "prior_draw", "model_field", "check_sampler_args"]
 
-DATA_AXIS = "data"
-
+DATA_AXIS = "data"  # the mesh axis samples are sharded over (genjax.train.parallel.DATA_AXIS)
 
 def check_interval(interpolant: Interpolant, t_start, t_end, *, decreasing: bool) -> tuple[float, float]:
     """Resolve ``t_start`` (default ``t_max``) and ``t_end`` (default ``t_min``) inside ``[t_min, t_max]``."""
@@ -60,21 +59,6 @@ def check_start(key, shape, x_init) -> tuple[tuple[int, ...], jax.Array | None]:
     return _checks.check_shape(shape), None
 
 
-def check_conditioning(c, n: int):
-    """``c`` (a pytree of arrays with leading axis ``n``) as jax arrays, or None."""
-    if c is None:
-        return None
-    if isinstance(c, (list, tuple)) and c and not hasattr(c[0], "shape"):
-        c = np.asarray(c)
-    c = jax.tree.map(jnp.asarray, c)
-    for leaf in jax.tree.leaves(c):
-        if leaf.ndim < 1 or leaf.shape[0] != n:
-            raise ValueError(f"c must be batched alongside x: every leaf needs the leading axis n={n}, "
-                             f"got shape {leaf.shape}")
-        _checks.check_finite("c", leaf)
-    return c
-
-
 def check_sampler_args(model, interpolant: Interpolant, prediction: str, where: str, t_lo: float, t_hi: float,
                        to=("velocity",)):
     """The checks every model-driven sampler makes before any work (``to``: the conversions it uses)."""
@@ -95,7 +79,7 @@ def prior_draw(key, event_shape, std):
     return std * jax.random.normal(key, event_shape)
 
 
-def model_field(model, interpolant: Interpolant, prediction: str, c, event_shape, dtype, where: str):
+def model_field(model, c, event_shape, dtype, where: str):
     """The per-sample model with ``c`` bound, after checking its output once per trace."""
     x_spec = jax.ShapeDtypeStruct(tuple(event_shape), dtype)
     check_output(model, jnp.zeros((), jnp.result_type(float)), x_spec, c, where=where)
@@ -124,7 +108,8 @@ def map_chunks(fn, inputs, *, chunk_size=None, mesh=None):
     sharding = None
     if mesh is not None:
         if not isinstance(mesh, jax.sharding.Mesh) or DATA_AXIS not in mesh.axis_names:
-            raise ValueError(f"mesh must be a jax.sharding.Mesh with a {DATA_AXIS!r} axis, got {mesh!r:.80}")
+            raise ValueError(f"mesh must be a jax.sharding.Mesh with a {DATA_AXIS!r} axis (see "
+                             f"genjax.train.data_mesh), got {mesh!r:.80}")
         devices = mesh.shape[DATA_AXIS]
         size = math.ceil(size / devices) * devices
         sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))

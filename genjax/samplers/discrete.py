@@ -60,7 +60,7 @@ def _ancestral(model, interpolant, prediction, event_shape, dtype, noise, times,
     to_data = times[-1] == 0
 
     def one(key, x, c):
-        f = model_field(model, interpolant, prediction, c, event_shape, dtype, where)
+        f = model_field(model, c, event_shape, dtype, where)
         k_init, k_steps = jax.random.split(key)
         x = prior_draw(k_init, event_shape, interpolant.sigma(times[0])).astype(dtype) if x is None else x
 

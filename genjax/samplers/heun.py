@@ -85,7 +85,7 @@ def _heun(model, interpolant, prediction, event_shape, dtype, sigmas, churn, s_t
         return x + jnp.sqrt(jnp.maximum(s_hat**2 - sig**2, 0.0)) * s_noise * jax.random.normal(key, x.shape, x.dtype)
 
     def one(key, x_init, c):
-        f = model_field(model, interpolant, prediction, c, event_shape, dtype, "sample_heun")
+        f = model_field(model, c, event_shape, dtype, "sample_heun")
 
         def denoise(t, x_tilde):
             x = interpolant.alpha(t) * x_tilde

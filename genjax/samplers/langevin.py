@@ -309,8 +309,9 @@ def _pc(model, interpolant, prediction, event_shape, dtype, corrector_steps, pre
     keys, x, c = inputs
     n = keys.shape[0]
     diffusion = resolve_diffusion(interpolant, None) if predictor == "reverse_sde" else None
+
     def field(c_i):
-        return model_field(model, interpolant, prediction, c_i, event_shape, dtype, "sample_pc")
+        return model_field(model, c_i, event_shape, dtype, "sample_pc")
 
     def score(t, y):
         return jax.vmap(lambda yi, ci: convert(field(ci)(t, yi), prediction, "score", interpolant, t, yi))(y, c)

@@ -64,7 +64,7 @@ def trajectory_stats(stats: dict, save_times) -> dict:
 def _ode(model, interpolant, prediction, event_shape, dtype, solver, num_steps, ts, rtol, atol, controller,
          max_steps, save_times, t_start, t_end, inputs):
     def one(key, x0, c):
-        f = model_field(model, interpolant, prediction, c, event_shape, dtype, "sample_ode")
+        f = model_field(model, c, event_shape, dtype, "sample_ode")
         v = velocity_field(f, interpolant, prediction)
         x0 = prior_draw(key, event_shape, interpolant.sigma(t_start)).astype(dtype) if x0 is None else x0
         return integrate(lambda t, y, args: v(t, y), x0, t_start, t_end, solver=solver, num_steps=num_steps, ts=ts,

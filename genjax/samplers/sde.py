@@ -85,7 +85,7 @@ def _sde(model, interpolant, prediction, diffusion, event_shape, dtype, num_step
     diffusion = resolve_diffusion(interpolant, diffusion)
 
     def one(key, x0, c):
-        f = model_field(model, interpolant, prediction, c, event_shape, dtype, "sample_sde")
+        f = model_field(model, c, event_shape, dtype, "sample_sde")
         k_init, k_path = jax.random.split(key)
         x0 = prior_draw(k_init, event_shape, interpolant.sigma(t_start)).astype(dtype) if x0 is None else x0
         terms = sde_terms(reverse_drift(f, interpolant, prediction, diffusion), diffusion, x0, k_path)
