@@ -5,7 +5,8 @@ Data at t = 0, prior at t = 1 (docs/MATH.md).  A model is a per-sample callable 
 takes it with an ``Interpolant`` and a prediction name.
 """
 
-from . import data, flows, interpolants, losses, metrics, model, nets, ode, samplers, stats, targets, train
+from . import data, flows, guidance, interpolants, losses, metrics, model, nets, ode, samplers, stats, targets, train
+from .guidance import classifier_free
 from .interpolants import Interpolant, convert
 from .likelihood import bits_per_dim, cnf_log_prob, log_likelihood
 from .losses import interpolant_loss
@@ -21,11 +22,13 @@ __all__ = [
     "Model",
     "TrainState",
     "bits_per_dim",
+    "classifier_free",
     "cnf_log_prob",
     "convert",
     "data",
     "fit",
     "flows",
+    "guidance",
     "interpolant_loss",
     "interpolants",
     "load_run",

@@ -18,8 +18,12 @@ def is_concrete(x) -> bool:
 
 
 def check_finite(name: str, x) -> None:
-    """Raise ``ValueError`` if a concrete ``x`` holds NaN or inf values."""
-    if x is not None and is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+    """Raise ``ValueError`` if a concrete floating-point ``x`` holds NaN or inf values (integers and PRNG keys pass)."""
+    if x is None or not is_concrete(x):
+        return
+    if not jnp.issubdtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype, jnp.inexact):
+        return
+    if not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name} contains NaN or inf values")
 
 

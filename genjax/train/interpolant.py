@@ -7,6 +7,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ..guidance import check_label_dropout, drop_conditioning
 from ..interpolants import Interpolant, check_prediction
 from ..losses.interpolant import interpolant_loss
 from ..model import Model
@@ -31,8 +32,19 @@ def split_batch(batch):
     return batch, None, None
 
 
+def _keyed_model(train_apply_fn: Callable) -> Callable:
+    """``apply_fn(params, t, x, {"c", "key"})`` calling ``train_apply_fn(params, t, x, c, key)``: the
+    per-sample key travels as conditioning, so each sample gets its own (dropout) randomness."""
+
+    def apply_fn(params, t, x, ck):
+        return train_apply_fn(params, t, x, ck["c"], ck["key"])
+
+    return apply_fn
+
+
 def interpolant_objective(
-    apply_fn: Callable, interpolant: Interpolant, *, prediction: str, weighting="unit", time_sampling="uniform"
+    apply_fn: Callable, interpolant: Interpolant, *, prediction: str, weighting="unit", time_sampling="uniform",
+    p_uncond: float = 0.0, null: Any = None, train_apply_fn: Callable | None = None,
 ) -> Callable:
     """``loss_fn(params, batch, key) = mean_i interpolant_loss(Model(apply_fn, params), ...)``.
 
@@ -40,12 +52,28 @@ def interpolant_objective(
     ``module.apply``).  ``batch``: see :func:`split_batch` (``x0``; ``(x0, x1)``; or
     ``{"x0", "x1", "c"}`` for conditioning).  The aux dict is empty.  The discrete-time grid
     is ``interpolant.num_steps``.
+
+    Classifier-free guidance training: with ``p_uncond > 0`` each sample's ``c`` is replaced
+    by ``null`` with that probability (:func:`genjax.guidance.drop_conditioning`).
+    ``train_apply_fn(params, t, x, c, key)``, if given, is used instead of ``apply_fn`` and
+    receives a per-sample PRNG key (e.g. ``lambda p, t, x, c, k: net.apply(p, t, x, c,
+    train=True, rngs={"dropout": k})`` for dropout).  Both draw from ``fold_in(key, ·)``, so
+    the loss's own randomness (times and noise) is the same with or without them.
     """
     check_prediction(prediction)
+    check_label_dropout(p_uncond, null)
+    keyed = None if train_apply_fn is None else _keyed_model(train_apply_fn)
 
     def loss_fn(params, batch, key):
         x0, x1, c = split_batch(batch)
-        losses = interpolant_loss(Model(apply_fn, params), interpolant, x0, key, prediction=prediction,
+        if p_uncond > 0.0:
+            if c is None:
+                raise ValueError("p_uncond > 0 needs conditioned batches: a dict batch with the key 'c'")
+            c = drop_conditioning(jax.random.fold_in(key, 1), c, null, p_uncond)
+        model = Model(apply_fn if keyed is None else keyed, params)
+        if keyed is not None:
+            c = {"c": c, "key": jax.random.split(jax.random.fold_in(key, 2), jnp.shape(x0)[0])}
+        losses = interpolant_loss(model, interpolant, x0, key, prediction=prediction,
                                   weighting=weighting, time_sampling=time_sampling, x1=x1, c=c)
         return jnp.mean(losses), {}
 
@@ -63,6 +91,9 @@ def train_interpolant(
     prediction: str,
     weighting="unit",
     time_sampling="uniform",
+    p_uncond: float = 0.0,
+    null: Any = None,
+    train_apply_fn: Callable | None = None,
     **fit_kwargs,
 ) -> tuple[TrainState, dict]:
     """Train ``apply_fn(params, t, x)`` to predict ``prediction`` along ``interpolant``.
@@ -71,9 +102,12 @@ def train_interpolant(
     **fit_kwargs)``: ``data`` is an array of ``x0`` (or ``(x0, x1)`` pairs, or a dict
     ``{"x0", "x1", "c"}``, see :func:`split_batch`), a callable ``data(key, batch_size)`` or a
     host iterator; ``fit_kwargs`` include ``num_steps`` and ``batch_size`` (required) and
-    every other ``fit`` option.  ``genjax.Model(apply_fn, state.ema_params)`` is then the
-    trained model for any sampler.
+    every other ``fit`` option.  ``p_uncond``, ``null`` (label dropout for classifier-free
+    guidance) and ``train_apply_fn`` (per-sample keys, e.g. dropout): see
+    :func:`interpolant_objective`.  ``genjax.Model(apply_fn, state.ema_params)`` is then the
+    trained model for any sampler (guided: :func:`genjax.guidance.classifier_free`).
     """
     loss_fn = interpolant_objective(apply_fn, interpolant, prediction=prediction, weighting=weighting,
-                                    time_sampling=time_sampling)
+                                    time_sampling=time_sampling, p_uncond=p_uncond, null=null,
+                                    train_apply_fn=train_apply_fn)
     return fit(loss_fn, TrainState.create(params, optimizer, key), data, **fit_kwargs)
