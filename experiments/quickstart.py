@@ -29,9 +29,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import genjax  # noqa: E402
-from genjax import interpolants, metrics, report  # noqa: E402
+from genjax import metrics, report  # noqa: E402
 from genjax.data import toy  # noqa: E402
 from genjax.nets import TimeMLP  # noqa: E402
+from genjax.train import RECIPES, Recipe  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,22 +79,18 @@ class Config(report.RunConfig):
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
 
 
-# name, preset, prediction, time sampling, weighting (MATH.md §2: what recovers which model)
-MODELS = (
-    ("DDPM", "ddpm", "noise", "discrete", "unit"),
-    ("FM", "linear", "velocity", "uniform", "unit"),
-    ("VP-SDE", "vp", "score", "uniform", "sigma2"),
-)
+# display name -> the trainer's recipe (genjax.train.RECIPES; MATH.md §2: what recovers which model)
+MODELS = {"DDPM": "ddpm", "FM": "fm", "VP-SDE": "vp-sde"}
 
 
-def samplers_for(name: str, interpolant, prediction: str):
+def samplers_for(name: str, recipe: Recipe):
     """(label, callable model, key, shape -> (samples, stats)) for the published sampler(s) and the PF-ODE.
 
     The DDPM network is trained on the piecewise-log-linear ``ddpm`` grid; its ODE sampler and
-    likelihood use the smooth continuous equivalent ``vp(0.1, 20)`` (MATH.md §2: an adaptive
-    solver on the kinked schedule takes ~T steps).
+    likelihood use the smooth continuous equivalent ``vp(0.1, 20)`` (``recipe.ode_interpolant``;
+    MATH.md §2: an adaptive solver on the kinked schedule takes ~T steps).
     """
-    ode_path = interpolants.vp if name == "DDPM" else interpolant
+    interpolant, prediction, ode_path = recipe.interpolant, recipe.prediction, recipe.ode_interpolant
 
     def ode(solver, **kw):
         return lambda model, key, shape: genjax.sample_ode(model, ode_path, key, shape, prediction=prediction,
@@ -128,27 +125,28 @@ def main(cfg: Config):
     params0 = net.init(k_train, jnp.zeros(()), jnp.zeros((2,)))
     optimizer = optax.adam(cfg.lr)
     rows, runs = [], {}
-    for m, (name, preset, prediction, time_sampling, weighting) in enumerate(MODELS):
-        ip = getattr(interpolants, preset)
-        print(f"\n== {name}: schedule={preset} prediction={prediction} t~{time_sampling} weighting={weighting}")
+    for m, (name, recipe_name) in enumerate(MODELS.items()):
+        recipe = RECIPES[recipe_name]
+        ip, prediction = recipe.interpolant, recipe.prediction
+        print(f"\n== {name}: schedule={recipe.schedule} prediction={prediction} t~{recipe.time_sampling} "
+              f"weighting={recipe.weighting}")
         state, history = genjax.train_interpolant(
             net.apply, params0, ip, dataset.sample, key=jax.random.fold_in(k_train, m), optimizer=optimizer,
-            prediction=prediction, weighting=weighting, time_sampling=time_sampling,
+            **recipe.train_kwargs(),
             num_steps=cfg.steps, batch_size=cfg.batch_size, steps_per_call=500, ema_decay=cfg.ema_decay,
             clip_norm=cfg.clip_norm, metrics_path=out / f"train_{name}.jsonl",
         )
         model = genjax.Model(net.apply, state.ema_params)
         if cfg.save_runs:
-            genjax.save_run(out / name, net=net, params=state.ema_params, interpolant=preset, prediction=prediction,
+            genjax.save_run(out / name, net=net, params=state.ema_params, interpolant=recipe.schedule, prediction=prediction,
                             config=cfg, event_shape=(2,))
-        nll_path = interpolants.vp if name == "DDPM" else ip
         t0 = time.perf_counter()
-        logp, nll_stats = genjax.log_likelihood(model, nll_path, test, prediction=prediction, rtol=cfg.nll_tol,
+        logp, nll_stats = genjax.log_likelihood(model, recipe.ode_interpolant, test, prediction=prediction, rtol=cfg.nll_tol,
                                                 atol=cfg.nll_tol, return_stats=True)
         nll = float(-jnp.mean(logp))
         nll_time = time.perf_counter() - t0
         runs[name] = {"loss": history["loss"], "samples": {}}
-        for s, (label, sampler) in enumerate(samplers_for(name, ip, prediction)):
+        for s, (label, sampler) in enumerate(samplers_for(name, recipe)):
             sk = jax.random.fold_in(k_sample, 10 * m + s)
             shape = (cfg.n_samples, 2)
             jax.block_until_ready(sampler(model, sk, shape)[0])  # compile
@@ -184,7 +182,7 @@ def main(cfg: Config):
     })
     plot(runs, evaluate.reference, out / "samples.png", cfg.dataset)
     print(f"\nwrote {out / 'results.json'}, {out / 'samples.png'}"
-          + (f", runs {', '.join(str(out / n) for n, *_ in MODELS)}" if cfg.save_runs else ""))
+          + (f", runs {', '.join(str(out / n) for n in MODELS)}" if cfg.save_runs else ""))
 
 
 def plot(runs, reference, path, dataset_name):

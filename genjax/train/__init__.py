@@ -11,7 +11,7 @@ from .checkpoint import (
     save_state,
     saved_steps,
 )
-from .interpolant import interpolant_objective, train_interpolant
+from .interpolant import RECIPES, Recipe, interpolant_objective, train_interpolant
 from .loop import EarlyStopping, NonFiniteError, fit
 from .parallel import data_mesh, initialize_distributed
 from .state import TrainState
@@ -22,6 +22,8 @@ __all__ = [
     "EarlyStopping",
     "NonFiniteError",
     "train_interpolant",
+    "RECIPES",
+    "Recipe",
     "interpolant_objective",
     "data_mesh",
     "initialize_distributed",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
+from .. import interpolants
 from ..guidance import check_label_dropout, drop_conditioning
 from ..interpolants import Interpolant, check_prediction
 from ..losses.interpolant import interpolant_loss
@@ -14,7 +16,43 @@ from ..model import Model
 from .loop import fit
 from .state import TrainState
 
-__all__ = ["interpolant_objective", "split_batch", "train_interpolant"]
+__all__ = ["RECIPES", "Recipe", "interpolant_objective", "split_batch", "train_interpolant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A published model as a choice of the unified trainer's four knobs (MATH.md §2).
+
+    ``schedule`` names a preset of :mod:`genjax.interpolants`; ``ode_schedule`` the preset its
+    PF-ODE samplers and likelihoods use (DDPM's piecewise ``ddpm`` grid has the smooth
+    continuous equivalent ``vp(0.1, 20)``, on which an adaptive solver does not step at the kinks).
+    """
+
+    schedule: str
+    prediction: str
+    time_sampling: str
+    weighting: str
+    ode_schedule: str | None = None
+
+    @property
+    def interpolant(self) -> Interpolant:
+        return getattr(interpolants, self.schedule)
+
+    @property
+    def ode_interpolant(self) -> Interpolant:
+        return getattr(interpolants, self.ode_schedule or self.schedule)
+
+    def train_kwargs(self) -> dict:
+        """``prediction``, ``time_sampling`` and ``weighting`` for :func:`train_interpolant`."""
+        return {"prediction": self.prediction, "time_sampling": self.time_sampling, "weighting": self.weighting}
+
+
+RECIPES = {
+    "ddpm": Recipe("ddpm", "noise", "discrete", "unit", ode_schedule="vp"),  # Ho et al. 2020, L_simple
+    "fm": Recipe("linear", "velocity", "uniform", "unit"),  # Lipman et al. 2023; Liu et al. 2023
+    "vp-sde": Recipe("vp", "score", "uniform", "sigma2"),  # Song et al. 2021
+    "cosine": Recipe("cosine", "noise", "uniform", "unit"),  # Nichol & Dhariwal 2021
+}
 
 
 def split_batch(batch):
