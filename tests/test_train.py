@@ -474,13 +474,15 @@ def test_train_interpolant_recovers_gaussian_data():
     assert len(history["loss"]) == 600 and np.all(np.isfinite(history["loss"]))
 
 
-def test_unrolled_scan_gives_the_same_training():
-    """``unroll`` only changes how the scan is compiled: same losses and parameters (float tolerance)."""
+def test_unrolled_scan_and_loop_free_steps_give_the_same_training():
+    """``unroll`` and ``steps_per_call=1`` (no loop) only change how steps are compiled: same losses and
+    parameters (float tolerance)."""
     loss = lambda p, b, k: (jnp.mean((b @ p - 1.0) ** 2), {})  # noqa: E731
     data = jax.random.normal(jax.random.key(3), (64, 3))
     runs = [fit(loss, TrainState.create(jnp.zeros(3), optax.adam(0.05), jax.random.key(0)), data, num_steps=30,
-                batch_size=8, steps_per_call=10, unroll=u, progress=False) for u in (1, 4)]
-    np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-6)
-    np.testing.assert_allclose(runs[0][0].params, runs[1][0].params, rtol=1e-6)
+                batch_size=8, steps_per_call=spc, unroll=u, progress=False) for spc, u in ((10, 1), (10, 4), (1, 1))]
+    for other in runs[1:]:
+        np.testing.assert_allclose(runs[0][1]["loss"], other[1]["loss"], rtol=1e-6)
+        np.testing.assert_allclose(runs[0][0].params, other[0].params, rtol=1e-6)
     with pytest.raises(ValueError, match="unroll"):
         fit(loss, runs[0][0], data, num_steps=40, batch_size=8, unroll=0)
