@@ -71,25 +71,26 @@ def apply(net):
 # ----------------------------------------------------------------------------- shapes, per sample, labels, dropout
 
 
-def check_per_sample_equals_batched(net, params, batched_apply, size, channels):
-    t, x, c = batch(3, size, channels)
-    batched = batched_apply(params, t, x, c)
-    per_sample = jax.jit(jax.vmap(net.apply, in_axes=(None, 0, 0, 0)))(params, t, x, c)
-    assert per_sample.shape == batched.shape == x.shape and per_sample.dtype == batched.dtype == x.dtype
-    assert float(jnp.std(batched)) > 0.01  # a non-trivial output, so the comparison has content
-    # The same program up to batching: equal to float32 summation-order differences.
-    np.testing.assert_allclose(per_sample, batched, rtol=1e-5, atol=1e-5)
-
-
-def test_8x8x1_output_has_the_input_shape_and_per_sample_equals_batched(net, noisy, apply):
-    check_per_sample_equals_batched(net, noisy, apply, 8, 1)
+def test_output_has_the_input_shape_and_dtype_per_sample_and_batched(net, params):
+    """Abstract evaluation: ``(H, W, C)`` → ``(H, W, C)`` and ``(N, H, W, C)`` → ``(N, H, W, C)``, in x's dtype."""
+    for shape in [(8, 8, 1), (5, 8, 8, 1)]:
+        for dtype in (jnp.float32, jnp.bfloat16):
+            c = spec(*shape[:-3], dtype=jnp.int32)
+            out = jax.eval_shape(net.apply, params, spec(*shape[:-3]), spec(*shape, dtype=dtype), c)
+            assert (out.shape, out.dtype) == (shape, dtype)
 
 
 def test_16x16x3_with_two_head_attention_per_sample_equals_batched():
     net = UNet(**TINY, attention_resolutions=(8,), num_heads=2, num_classes=NUM_CLASSES)
     shapes = jax.eval_shape(net.init, init_key(), 0.5, spec(16, 16, 3))
     params = perturbed(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), 2)  # any params will do
-    check_per_sample_equals_batched(net, params, jax.jit(net.apply), 16, 3)
+    t, x, c = batch(3, 16, 3)
+    per_sample, batched = jax.jit(lambda p: (jax.vmap(net.apply, in_axes=(None, 0, 0, 0))(p, t, x, c),
+                                             net.apply(p, t, x, c)))(params)
+    assert per_sample.shape == batched.shape == x.shape and per_sample.dtype == batched.dtype == x.dtype
+    assert float(jnp.std(batched)) > 0.01  # a non-trivial output, so the comparison has content
+    # The same program up to batching: equal to float32 summation-order differences.
+    np.testing.assert_allclose(per_sample, batched, rtol=1e-5, atol=1e-5)
 
 
 def test_zero_initialised_output_is_exactly_zero(params, apply):
