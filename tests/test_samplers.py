@@ -471,3 +471,19 @@ BAD_CALLS = [
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_clip_x0_keeps_ddim_and_ddpm_in_the_data_range():
+    """``clip_x0``: every sample ends inside the range (the last step returns the clipped x̂0); a range wider
+    than every x̂0 on the path leaves DDIM's samples unchanged up to float32 rounding (ε̂ is recomputed from x̂0)."""
+    ip, key = PRESETS["vp"], jax.random.key(5)
+    model = field("vp", "noise")
+    ddim = lambda **kw: sample_ddim(model, ip, key, (500, 2), prediction="noise", num_steps=20, **kw)[0]  # noqa: E731
+    plain = np.asarray(ddim())
+    assert np.abs(plain).max() > 1.5  # N(M, S²) reaches far outside [−1, 1]
+    np.testing.assert_allclose(np.asarray(ddim(clip_x0=(-1e4, 1e4))), plain, rtol=1e-4, atol=1e-4)
+    for x in (ddim(clip_x0=(-1.0, 1.0)),
+              sample_ddpm(model, I.ddpm(), key, (500, 2), prediction="noise", num_steps=50, clip_x0=(-1.0, 1.0))[0]):
+        assert np.all(np.abs(np.asarray(x)) <= 1.0)
+    with pytest.raises(ValueError, match="clip_x0"):
+        ddim(clip_x0=(1.0, -1.0))

@@ -47,13 +47,15 @@ def gaussian_step(interpolant: Interpolant, t, s, x0_hat, eps_hat, eta=1.0):
 
 
 @filter_jit
-def _ancestral(model, interpolant, prediction, event_shape, dtype, noise, times, eta, save_index, inputs, where):
+def _ancestral(model, interpolant, prediction, event_shape, dtype, noise, times, eta, clip_x0, save_index, inputs,
+               where):
     """Run the Gaussian steps ``times[k] → times[k+1]`` per sample with ``lax.scan``.
 
     ``noise``: ``"eta"`` (std ``c``, DDIM), ``"beta_tilde"`` (``c`` with η = 1) or ``"beta"``
     (std ``σ_{t|s}``); the DDPM variants add no noise on the last step (Ho et al. 2020, Alg. 2).
     A chain that ends at ``t = 0`` returns the model's ``x̂0`` on its last step — the Gaussian
-    step itself when ``σ(0) = 0``, and the denoised sample when ``σ(0) > 0`` (``ve``).
+    step itself when ``σ(0) = 0``, and the denoised sample when ``σ(0) > 0`` (``ve``).  With
+    ``clip_x0 = (lo, hi)``, ``x̂0`` is clipped to the data range and ``ε̂ = (x − α x̂0)/σ`` recomputed.
     """
     num = times.shape[0] - 1
     last = jnp.arange(num) == num - 1
@@ -69,6 +71,9 @@ def _ancestral(model, interpolant, prediction, event_shape, dtype, noise, times,
             out = f(t, x)
             x0_hat = convert(out, prediction, "data", interpolant, t, x)
             eps_hat = convert(out, prediction, "noise", interpolant, t, x)
+            if clip_x0 is not None:
+                x0_hat = jnp.clip(x0_hat, *clip_x0)
+                eps_hat = convert(x0_hat, "data", "noise", interpolant, t, x)
             mean, c_std, trans = gaussian_step(interpolant, t, s, x0_hat, eps_hat, eta)
             std = trans if noise == "beta" else c_std
             if noise != "eta":
@@ -115,13 +120,23 @@ def grid_save_indices(times: np.ndarray, save_times):
     return jnp.asarray(index)
 
 
-def _run(model, interpolant, prediction, key, shape, x_init, c, noise, times, eta, save_times, chunk_size, mesh, where):
+def _check_clip(clip_x0):
+    if clip_x0 is None:
+        return None
+    if len(clip_x0) != 2 or not float(clip_x0[0]) < float(clip_x0[1]):
+        raise ValueError(f"clip_x0 must be a data range (lo, hi) with lo < hi, or None; got {clip_x0!r}")
+    return float(clip_x0[0]), float(clip_x0[1])
+
+
+def _run(model, interpolant, prediction, key, shape, x_init, c, noise, times, eta, clip_x0, save_times, chunk_size,
+         mesh, where):
     times = np.asarray(times, np.float64)
     save_index = grid_save_indices(times, save_times)
     dtype = jnp.result_type(float) if x_init is None else x_init.dtype
     samples, stats = map_chunks(
         lambda chunk: _ancestral(model, interpolant, prediction, shape[1:], dtype, noise,
-                                 jnp.asarray(times, jnp.result_type(float)), eta, save_index, chunk, where),
+                                 jnp.asarray(times, jnp.result_type(float)), eta, _check_clip(clip_x0), save_index,
+                                 chunk, where),
         sample_inputs(key, shape, x_init, c), chunk_size=chunk_size, mesh=mesh)
     check_samples(samples, where)
     stats = {"nfe": times.size - 1, **stats}
@@ -140,8 +155,8 @@ def _key(key, x_init, deterministic: bool, name: str):
 
 
 def sample_ddpm(model, interpolant: Interpolant, key, shape=None, *, prediction: str, variance: str = "beta",
-                num_steps: int | None = None, x_init=None, c=None, save_times=None, chunk_size: int | None = None,
-                mesh=None):
+                num_steps: int | None = None, x_init=None, c=None, save_times=None, clip_x0=None,
+                chunk_size: int | None = None, mesh=None):
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) on the grid ``t_i = i/T`` (MATH.md §5).
 
     ``x_{i−1} = (x_i − β_i/sqrt(1−ᾱ_i) ε̂)/sqrt(1−β_i) + σ_i ξ`` with ``σ_i² = β_i`` or
@@ -151,7 +166,9 @@ def sample_ddpm(model, interpolant: Interpolant, key, shape=None, *, prediction:
     evaluated at ``t_T..t_1``, which must lie in ``[t_min, t_max]``; the chain ends at t = 0
     with the model's ``x̂0``.  Starts from ``x_init`` or the prior ``N(0, σ(1)² I)``.
 
-    Args: as :func:`genjax.samplers.sample_ode`; ``save_times`` must be grid times ``i/T``.
+    Args: as :func:`genjax.samplers.sample_ode`; ``save_times`` must be grid times ``i/T``;
+    ``clip_x0=(lo, hi)`` clips each ``x̂0`` to the data range and recomputes ``ε̂`` from it (Ho et al.
+    2020's ``clip_denoised`` for images in ``[−1, 1]``).
     Returns ``(samples, stats)`` with ``stats["nfe"] = T``.
     """
     if variance not in ("beta", "beta_tilde"):
@@ -165,7 +182,7 @@ def sample_ddpm(model, interpolant: Interpolant, key, shape=None, *, prediction:
     check_sampler_args(model, interpolant, prediction, "sample_ddpm", times[-2], times[0], to=("data", "noise"))
     shape, x_init = check_start(key, shape, x_init)
     key = _key(key, x_init, False, "sample_ddpm")
-    return _run(model, interpolant, prediction, key, shape, x_init, c, variance, times, 1.0, save_times,
+    return _run(model, interpolant, prediction, key, shape, x_init, c, variance, times, 1.0, clip_x0, save_times,
                 chunk_size, mesh, "sample_ddpm")
 
 
@@ -180,7 +197,7 @@ def ddim_timesteps(interpolant: Interpolant, num_steps: int) -> np.ndarray:
 
 def sample_ddim(model, interpolant: Interpolant, key=None, shape=None, *, prediction: str,
                 num_steps: int | None = None, timesteps=None, eta: float = 0.0, x_init=None, c=None,
-                save_times=None, chunk_size: int | None = None, mesh=None):
+                save_times=None, clip_x0=None, chunk_size: int | None = None, mesh=None):
     """DDIM (Song, Meng & Ermon 2021): ``x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c ξ`` on any decreasing times.
 
     ``c = η σ_s sqrt(1 − α_t²σ_s²/(α_s²σ_t²))``, the general α, σ form of MATH.md §5
@@ -196,7 +213,7 @@ def sample_ddim(model, interpolant: Interpolant, key=None, shape=None, *, predic
         interpolant's grid ``i/T`` if it has one); default 50.
       eta: in [0, 1].
       key: PRNG key; may be None with ``x_init`` and ``eta = 0``.
-      model, prediction, c, save_times, chunk_size, mesh: as :func:`sample_ddpm`.
+      model, prediction, c, save_times, clip_x0, chunk_size, mesh: as :func:`sample_ddpm`.
 
     Returns ``(samples, stats)`` with ``stats["nfe"] = N``, starting from ``x_init`` or ``N(0, σ(t_0)² I)``.
     """
@@ -213,5 +230,5 @@ def sample_ddim(model, interpolant: Interpolant, key=None, shape=None, *, predic
     check_sampler_args(model, interpolant, prediction, "sample_ddim", times[-2], times[0], to=("data", "noise"))
     shape, x_init = check_start(key, shape, x_init)
     key = _key(key, x_init, eta == 0, "sample_ddim")
-    return _run(model, interpolant, prediction, key, shape, x_init, c, "eta", times, float(eta), save_times,
+    return _run(model, interpolant, prediction, key, shape, x_init, c, "eta", times, float(eta), clip_x0, save_times,
                 chunk_size, mesh, "sample_ddim")
