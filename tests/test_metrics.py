@@ -335,3 +335,67 @@ def test_bad_input():
         metrics.nll(np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="repeats"):
         metrics.data_floor(metrics.energy_distance, lambda k, n: jnp.ones((n, 2)), KEY, 5, 5, repeats=1)
+
+
+# -- k-NN precision and recall --------------------------------------------------------
+def _knn_precision_recall64(real, fake, k):
+    """Independent float64 reference: full distance matrices (scipy) and sorted k-th neighbour distances."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    r_real = np.sort(scipy.spatial.distance.cdist(real, real), axis=1)[:, k]  # column 0 is the point itself
+    r_fake = np.sort(scipy.spatial.distance.cdist(fake, fake), axis=1)[:, k]
+    cross = scipy.spatial.distance.cdist(fake, real)  # (m, n)
+    return np.mean(np.any(cross <= r_real[None, :], axis=1)), np.mean(np.any(cross.T <= r_fake[None, :], axis=1))
+
+
+def test_knn_precision_recall_by_hand_in_1d():
+    """real = {0, 1, 2, 3, 10}, k = 1: radii 1, 1, 1, 1, 7.  fake = {0.5, 2.4, 5.5}: radii 1.9, 1.9, 3.1.
+    Every fake point lies in a real ball (5.5 in B(10, 7)): precision 1; 10 is 4.5 > 3.1 from 5.5: recall 4/5.
+    Adding the outlier 20 (outside B(10, 7); its own radius 14.5 covers 10): precision 3/4, recall 1."""
+    real = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    fake = np.array([[0.5], [2.4], [5.5]])
+    assert metrics.knn_precision_recall(real, fake, k=1) == (1.0, pytest.approx(0.8))
+    assert metrics.knn_precision_recall(real, np.vstack([fake, [[20.0]]]), k=1) == (0.75, 1.0)
+
+
+def test_knn_precision_recall_identical_disjoint_and_subset():
+    x = jax.random.normal(KEY, (300, 5))
+    assert metrics.knn_precision_recall(x, x) == (1.0, 1.0)
+    assert metrics.knn_precision_recall(x, x + 100.0) == (0.0, 0.0)
+    assert metrics.knn_precision_recall(x, x[:60])[0] == 1.0
+
+
+def test_knn_precision_recall_matches_float64_brute_force_for_any_chunking():
+    k1, k2 = jax.random.split(KEY)
+    real, fake = jax.random.normal(k1, (300, 4)), 1.0 + 0.7 * jax.random.normal(k2, (250, 4))
+    for k in (1, 3, 5):
+        expected = _knn_precision_recall64(real, fake, k)
+        assert 0.2 < expected[0] < 0.95 and 0.2 < expected[1] < 0.95  # neither trivial
+        for chunk_size in (7, 1000):
+            got = metrics.knn_precision_recall(real, fake, k, chunk_size=chunk_size)
+            np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_knn_recall_detects_mode_dropping():
+    """Four unit Gaussians 20 apart, 250 real points each.  Samples from two of them: precision ≈ 1, and recall is
+    at most 1/2 (no sample ball reaches a dropped mode) and close to it; samples from all four: both ≈ 1."""
+    centres = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
+    keys = jax.random.split(KEY, 3)
+    real = np.repeat(centres, 250, axis=0) + np.asarray(jax.random.normal(keys[0], (1000, 2)))
+    dropped = np.repeat(centres[:2], 250, axis=0) + np.asarray(jax.random.normal(keys[1], (500, 2)))
+    full = np.repeat(centres, 125, axis=0) + np.asarray(jax.random.normal(keys[2], (500, 2)))
+    precision, recall = metrics.knn_precision_recall(real, dropped)
+    assert precision > 0.93 and 0.45 < recall <= 0.5
+    precision, recall = metrics.knn_precision_recall(real, full)
+    assert precision > 0.93 and recall > 0.93
+
+
+def test_knn_precision_recall_bad_input():
+    x = jnp.ones((10, 2))
+    with pytest.raises(ValueError, match="real and fake must have the same dimension"):
+        metrics.knn_precision_recall(x, jnp.ones((10, 3)))
+    with pytest.raises(ValueError, match="fake needs more than k = 3 points"):
+        metrics.knn_precision_recall(x, x[:3])
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        metrics.knn_precision_recall(x, x, k=0)
+    with pytest.raises(ValueError, match="real contains NaN"):
+        metrics.knn_precision_recall(x.at[0, 0].set(jnp.nan), x)

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.optimize
 import scipy.spatial.distance
 
-from . import likelihood
+from .. import likelihood
 
 __all__ = [
     "energy_distance",
@@ -68,13 +68,13 @@ def _sample(fn: str, arg: str, a, min_n: int = 1):
     return a
 
 
-def _samples(fn: str, x, y, *, min_n: int = 1, equal: bool = False):
-    """Check two samples of shape ``(n, d)`` and ``(m, d)``; return them as float32 arrays."""
-    x, y = _sample(fn, "x", x, min_n), _sample(fn, "y", y, min_n)
+def _samples(fn: str, x, y, *, min_n: int = 1, equal: bool = False, names: tuple[str, str] = ("x", "y")):
+    """Check two samples of shape ``(n, d)`` and ``(m, d)`` (called ``names``); return them as float32 arrays."""
+    (a, b), x, y = names, _sample(fn, names[0], x, min_n), _sample(fn, names[1], y, min_n)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"{fn}: x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
+        raise ValueError(f"{fn}: {a} and {b} must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
     if equal and x.shape[0] != y.shape[0]:
-        raise ValueError(f"{fn}: x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(f"{fn}: {a} and {b} must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
     return x, y
 
 
@@ -296,12 +296,13 @@ def frechet_distance_samples(x, y):
 
 
 # -- likelihood reporting -------------------------------------------------------------
-def _mean_and_se(fn: str, values):
+def _mean_and_se(fn: str, values, arg: str = "log_prob_values"):
+    """Mean and standard error ``sd/sqrt(n)`` (``ddof=1``) of ``n >= 2`` finite per-sample values."""
     values = np.asarray(values, np.float64)
     if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"{fn}: log_prob_values must be a 1-D array of at least 2 per-sample values, got shape {values.shape}")
+        raise ValueError(f"{fn}: {arg} must be a 1-D array of at least 2 per-sample values, got shape {values.shape}")
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{fn}: log_prob_values contains NaN or inf")
+        raise ValueError(f"{fn}: {arg} contains NaN or inf")
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
