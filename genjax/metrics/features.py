@@ -48,12 +48,12 @@ _CACHE_NAME = "digit_classifier"
 _REVISION = 1  # of the architecture and training code: part of the cache key, so a change retrains
 
 
-def bin_centres(x, levels: int = image_data.LEVELS):
-    """``y = 2(x + ½)/K − 1``: integer images with ``K`` levels at their bin centres in ``[−1, 1]``."""
-    x = np.asarray(x)
-    if levels < 2 or x.size == 0 or np.any(x != np.round(x)) or x.min() < 0 or x.max() > levels - 1:
-        raise ValueError(f"bin_centres: x must hold integers in 0..{levels - 1} (levels = {levels} >= 2)")
-    return jnp.asarray(2.0 * (x + 0.5) / levels - 1.0, jnp.float32)
+def bin_centres(x, levels: int = image_data.LEVELS) -> jax.Array:
+    """``y = 2(x + ½)/K − 1``: integer images with ``K`` levels (digits: 17) at their bin centres, as a JAX array.
+
+    :func:`genjax.data.images.to_symmetric` with ``noise = ½``.
+    """
+    return jnp.asarray(image_data.to_symmetric(x, levels), jnp.float32)
 
 
 # -- networks -------------------------------------------------------------------------
