@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-all figures venv clean
+.PHONY: run test test-all figures images venv clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-all: $(STAMP)
 # Regenerate docs/figures from the experiments (20-25 min on 2 idle CPU cores; ARGS="--experiments quickstart")
 figures: $(STAMP)
 	$(VENV)/bin/python experiments/make_figures.py $(ARGS)
+
+# The image experiments (digits, patches); on an accelerator: ARGS="--preset gpu" (README, "Images")
+images: $(STAMP)
+	$(VENV)/bin/python experiments/digits.py $(ARGS)
+	$(VENV)/bin/python experiments/patches.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -36,9 +36,11 @@ FIGURES = {
     "score_matching": {"score_fields_2d.png": "score_fields_2d.png",
                        "score_matching_vs_dim.png": "score_matching_vs_dim.png"},
     "flows_2d": {"density.png": "flows_2d_density.png"},
+    "digits": {"samples.png": "digits_samples.png", "guidance_sweep.png": "digits_guidance_sweep.png"},
+    "patches": {"samples.png": "patches_samples.png"},
 }
 Experiment = Literal["quickstart", "mle_trinity", "mode_covering", "estimators_1d", "langevin", "anomaly_detection",
-                     "flows_digits", "ncsn_2d", "score_matching", "flows_2d"]
+                     "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches"]
 
 
 @dataclasses.dataclass(frozen=True)

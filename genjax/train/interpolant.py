@@ -51,7 +51,9 @@ RECIPES = {
     "ddpm": Recipe("ddpm", "noise", "discrete", "unit", ode_schedule="vp"),  # Ho et al. 2020, L_simple
     "fm": Recipe("linear", "velocity", "uniform", "unit"),  # Lipman et al. 2023; Liu et al. 2023
     "vp-sde": Recipe("vp", "score", "uniform", "sigma2"),  # Song et al. 2021
-    "cosine": Recipe("cosine", "noise", "uniform", "unit"),  # Nichol & Dhariwal 2021
+    # Nichol & Dhariwal 2021's schedule with velocity prediction (Salimans & Ho 2022's reason for v-prediction):
+    # with α(1) = 0.003 a noise model's x̂0 = (x − σε̂)/α multiplies errors in ε̂ by ~300 near t = 1.
+    "cosine": Recipe("cosine", "velocity", "uniform", "unit"),
 }
 
 
