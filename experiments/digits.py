@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from typing import Literal
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,144 +37,53 @@ import genjax  # noqa: E402
 from genjax import metrics, report  # noqa: E402
 from genjax.data import images  # noqa: E402
 from genjax.nets import UNet, count_params  # noqa: E402
-from genjax.train import RECIPES, Recipe  # noqa: E402
+from genjax.train import RECIPES  # noqa: E402
+from image_common import ImageConfig, build_unet, samplers, timed, train  # noqa: E402
 
 SHAPE = (8, 8, 1)
 NUM_CLASSES = 10
 
-# Defaults per preset; a flag left at 0 (or empty) takes the preset's value.
-PRESETS = {
-    # steps_per_call=1: no loop around the step (XLA:CPU runs convolution gradients slowly inside loops)
-    "cpu": dict(steps=1600, batch_size=64, channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                attention_resolutions=(4,), ddim_steps=50, bpd_images=128, sweep_models=("fm",),
-                steps_per_call=1, ema_decay=0.995),
-    "gpu": dict(steps=30000, batch_size=256, channels=96, channel_mult=(1, 2, 2), num_res_blocks=2,
-                attention_resolutions=(4, 2), ddim_steps=100, bpd_images=359, sweep_models=tuple(RECIPES),
-                steps_per_call=100, ema_decay=0.999),
-}
-
 
 @dataclasses.dataclass(frozen=True)
-class Config(report.RunConfig):
-    preset: Literal["cpu", "gpu"] = "cpu"
-    """Default sizes: 'cpu' finishes in about 10 minutes on 2 cores; 'gpu' is a longer run for an accelerator."""
-    models: tuple[Literal["ddpm", "fm", "vp-sde", "cosine"], ...] = ("ddpm", "fm", "vp-sde", "cosine")
-    """Models to train (same U-Net and trainer, MATH.md §2)."""
-    steps: int = 0
-    """Training steps per model (0: the preset's)."""
-    batch_size: int = 0
-    """Training batch size (0: the preset's)."""
-    channels: int = 0
-    """U-Net base channels (0: the preset's)."""
-    channel_mult: tuple[int, ...] = ()
-    """U-Net channel multipliers per resolution (empty: the preset's)."""
-    num_res_blocks: int = 0
-    """Residual blocks per resolution (0: the preset's)."""
-    attention_resolutions: tuple[int, ...] = ()
-    """Feature-map sizes with self-attention (empty: the preset's)."""
+class Config(ImageConfig):
+    PRESETS: ClassVar[dict[str, dict]] = {
+        # steps_per_call=1: no loop around the step (XLA:CPU runs convolution gradients slowly inside loops)
+        "cpu": dict(steps=1600, batch_size=64, channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                    attention_resolutions=(4,), ddim_steps=50, bpd_images=128, sweep_models=("fm",),
+                    steps_per_call=1, ema_decay=0.995),
+        "gpu": dict(steps=30000, batch_size=256, channels=96, channel_mult=(1, 2, 2), num_res_blocks=2,
+                    attention_resolutions=(4, 2), ddim_steps=100, bpd_images=359, sweep_models=tuple(RECIPES),
+                    steps_per_call=100, ema_decay=0.999),
+    }
+
     dropout: float = 0.1
     """Dropout in the residual blocks."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """U-Net activation dtype (bfloat16: mixed precision, float32 parameters)."""
-    lr: float = 2e-3
-    """Adam learning rate (cosine decay to 5 % after a 200-step warm-up)."""
-    ema_decay: float | None = None
-    """Decay of the EMA weights that are sampled (None: the preset's). Keep decay^steps ≈ 0: else the EMA
-    still holds the zero-output initial net, which shrinks noise predictions, and x̂0 = (x − σε̂)/α blows up."""
     p_uncond: float = 0.1
     """Label dropout: probability of training on the null class."""
     guidance: float = 0.0
-    """Guidance strength w for the main table ((1 + w) cond − w uncond)."""
+    """Guidance strength w of the main table ((1 + w) cond − w uncond; 0: the conditional model)."""
     sweep: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     """Guidance strengths of the sweep."""
     sweep_models: tuple[str, ...] = ()
     """Models swept over w (empty: the preset's)."""
-    ddim_steps: int = 0
-    """DDIM steps (0: the preset's)."""
-    ode_tol: float = 1e-3
-    """rtol = atol of the adaptive PF-ODE sampler."""
-    bpd_images: int = 0
-    """Test images scored with the PF-ODE (0: the preset's; 359 = the whole test split)."""
-    bpd_tol: float = 1e-4
-    """rtol = atol of the likelihood ODE."""
 
     def __post_init__(self):
-        report.check_positive(self, "lr", "ode_tol", "bpd_tol")
-        report.check_nonnegative(self, "steps", "batch_size", "channels", "num_res_blocks", "ddim_steps", "bpd_images",
-                                 "guidance")
+        super().__post_init__()
+        report.check_nonnegative(self, "guidance")
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"--p-uncond must be in [0, 1), got {self.p_uncond}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if not self.models:
-            raise ValueError(f"--models: name at least one of {sorted(RECIPES)}")
         if self.p_uncond == 0 and (self.guidance > 0 or any(w > 0 for w in self.sweep)):
             raise ValueError("--guidance or --sweep strengths > 0 need --p-uncond > 0 (the null class must be trained)")
         unknown = set(self.sweep_models) - set(RECIPES)
         if unknown:
             raise ValueError(f"--sweep-models {sorted(unknown)}: expected names among {sorted(RECIPES)}")
 
-    def get(self, name: str):
-        """The flag's value, or the preset's when the flag is left at 0 / empty."""
-        value = getattr(self, name)
-        unset = value is None if name == "ema_decay" else not value
-        return PRESETS[self.preset][name] if unset else value
-
-
-def build_net(cfg: Config) -> UNet:
-    return UNet(channels=cfg.get("channels"), channel_mult=cfg.get("channel_mult"),
-                num_res_blocks=cfg.get("num_res_blocks"), attention_resolutions=cfg.get("attention_resolutions"),
-                dropout=cfg.dropout, num_classes=NUM_CLASSES, dtype=jnp.dtype(cfg.dtype))
-
-
-def train(name: str, cfg: Config, net: UNet, params, train_set, key, out):
-    recipe = RECIPES[name]
-    steps = cfg.get("steps")
-    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(200, steps // 4), steps, cfg.lr * 0.05)
-    data = images.image_batches(*train_set, batch_size=cfg.get("batch_size"), seed=cfg.seed, flip=False,
-                                levels=images.LEVELS)
-    tic = time.perf_counter()
-    state, history = genjax.train_interpolant(
-        net.apply, params, recipe.interpolant, data, key=key, optimizer=optax.adam(schedule), **recipe.train_kwargs(),
-        p_uncond=cfg.p_uncond, null=net.null_class,
-        train_apply_fn=lambda p, t, x, c, k: net.apply(p, t, x, c, train=True, rngs={"dropout": k}),
-        num_steps=steps, batch_size=cfg.get("batch_size"), steps_per_call=PRESETS[cfg.preset]["steps_per_call"],
-        ema_decay=cfg.get("ema_decay"),
-        clip_norm=1.0, metrics_path=out / f"train_{name}.jsonl")
-    return state, history, time.perf_counter() - tic
-
-
-def samplers(recipe: Recipe, cfg: Config):
-    """``label -> sampler(model, key, labels)``: DDIM on the model's own schedule (x̂0 clipped to the data range
-    [−1, 1], Ho et al. 2020's ``clip_denoised``) and the adaptive PF-ODE."""
-    n_ddim = cfg.get("ddim_steps")
-
-    def ddim(model, key, labels):
-        return genjax.sample_ddim(model, recipe.interpolant, key, (len(labels), *SHAPE), prediction=recipe.prediction,
-                                  num_steps=n_ddim, c=labels, clip_x0=(-1.0, 1.0))
-
-    def ode(model, key, labels):
-        return genjax.sample_ode(model, recipe.ode_interpolant, key, (len(labels), *SHAPE),
-                                 prediction=recipe.prediction, solver="tsit5", rtol=cfg.ode_tol, atol=cfg.ode_tol,
-                                 c=labels)
-
-    return {f"DDIM-{n_ddim}": ddim, "PF-ODE tsit5": ode}
-
 
 def guide(model, w: float, net: UNet):
     """The classifier-free guided model (MATH.md §16); at ``w = 0`` the conditional model itself (one call per step)."""
     return model if w == 0 else genjax.classifier_free(model, scale=w, null=net.null_class)
-
-
-def timed(fn, *args):
-    """``(result, stats, seconds)`` of a second call (the first one compiles)."""
-    jax.block_until_ready(fn(*args)[0])
-    tic = time.perf_counter()
-    samples, stats = fn(*args)
-    samples = jax.block_until_ready(samples)
-    return np.asarray(samples), stats, time.perf_counter() - tic
 
 
 def sample_metrics(samples, labels, real, reference, classifier, key) -> dict:
@@ -204,7 +111,7 @@ def main(cfg: Config):
     key = jax.random.key(cfg.seed)
     k_init, k_train, k_sample, k_metric, k_bpd = jax.random.split(key, 5)
 
-    net = build_net(cfg)
+    net = build_unet(cfg, dropout=cfg.dropout, num_classes=NUM_CLASSES)
     params0 = net.init(k_init, jnp.zeros(()), jnp.zeros(SHAPE), jnp.zeros((), jnp.int32))
     num_params = count_params(params0)
     print(f"U-Net: {num_params:,} parameters, {cfg.dtype} activations")
@@ -213,8 +120,12 @@ def main(cfg: Config):
     for m, name in enumerate(cfg.models):
         recipe = RECIPES[name]
         print(f"\n== {name}: schedule={recipe.schedule} prediction={recipe.prediction}")
-        state, history, train_s = train(name, cfg, net, params0, (train_x, train_y), jax.random.fold_in(k_train, m),
-                                        out)
+        data = images.image_batches(train_x, train_y, batch_size=cfg.get("batch_size"), seed=cfg.seed, flip=False,
+                                    levels=images.LEVELS)
+        state, history, train_s = train(
+            recipe, name, cfg, net, params0, data, jax.random.fold_in(k_train, m), out, p_uncond=cfg.p_uncond,
+            null=net.null_class,
+            train_apply_fn=lambda p, t, x, c, k: net.apply(p, t, x, c, train=True, rngs={"dropout": k}))
         model = genjax.Model(net.apply, state.ema_params)
         bpd, bpd_se = metrics.image_bits_per_dim(
             model, recipe.ode_interpolant, test_x[:cfg.get("bpd_images")], jax.random.fold_in(k_bpd, m),
@@ -223,7 +134,7 @@ def main(cfg: Config):
         print(f"  trained {cfg.get('steps')} steps in {train_s:.0f} s; test bits/dim (PF-ODE, unconditional) "
               f"{bpd:.3f} ± {bpd_se:.3f}")
         guided = guide(model, cfg.guidance, net)
-        for s, (label, sampler) in enumerate(samplers(recipe, cfg).items()):
+        for s, (label, sampler) in enumerate(samplers(recipe, cfg, (len(labels), *SHAPE)).items()):
             samples, stats, seconds = timed(sampler, guided, jax.random.fold_in(k_sample, 10 * m + s), labels)
             row = {"model": name, "sampler": label, "w": cfg.guidance,
                    "NFE": int(np.max(np.asarray(stats["nfe"]))) * (2 if cfg.guidance else 1),
@@ -237,7 +148,7 @@ def main(cfg: Config):
             if s == 0:
                 grids[name] = samples
         if name in cfg.get("sweep_models"):
-            sampler = next(iter(samplers(recipe, cfg).values()))
+            sampler = next(iter(samplers(recipe, cfg, (len(labels), *SHAPE)).values()))
             for w in cfg.sweep:
                 samples, _ = sampler(guide(model, w, net), jax.random.fold_in(k_sample, 1000 + m), labels)
                 sweep_rows.append({"model": name, "w": w, **sample_metrics(
