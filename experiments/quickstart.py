@@ -138,11 +138,11 @@ def main(cfg: Config):
         )
         model = genjax.Model(net.apply, state.ema_params)
         if cfg.save_runs:
-            genjax.save_run(out / name, net=net, params=state.ema_params, interpolant=recipe.schedule, prediction=prediction,
-                            config=cfg, event_shape=(2,))
+            genjax.save_run(out / name, net=net, params=state.ema_params, interpolant=recipe.schedule,
+                            prediction=prediction, config=cfg, event_shape=(2,))
         t0 = time.perf_counter()
-        logp, nll_stats = genjax.log_likelihood(model, recipe.ode_interpolant, test, prediction=prediction, rtol=cfg.nll_tol,
-                                                atol=cfg.nll_tol, return_stats=True)
+        logp, nll_stats = genjax.log_likelihood(model, recipe.ode_interpolant, test, prediction=prediction,
+                                                rtol=cfg.nll_tol, atol=cfg.nll_tol, return_stats=True)
         nll = float(-jnp.mean(logp))
         nll_time = time.perf_counter() - t0
         runs[name] = {"loss": history["loss"], "samples": {}}
