@@ -248,18 +248,26 @@ def wasserstein2(x, y) -> float:
 
 
 # -- Fréchet distance -----------------------------------------------------------------
-def _psd_sqrt_eigs(a):
-    """Eigenvalues clipped at 0 and eigenvectors of the symmetric part of ``a``."""
-    lam, vec = jnp.linalg.eigh(0.5 * (a + a.T))
-    return jnp.maximum(lam, 0.0), vec
+def _frechet_with(xp, mu1, cov1, mu2, cov2):
+    """``‖μ1−μ2‖² + tr Σ1 + tr Σ2 − 2 tr (Σ1^{1/2} Σ2 Σ1^{1/2})^{1/2}`` with ``xp`` = ``jax.numpy`` or ``numpy``;
+    symmetric square roots by ``eigh``, tiny negative eigenvalues clipped to 0."""
+    def sqrt_eigs(a):
+        lam, vec = xp.linalg.eigh(0.5 * (a + a.T))
+        return xp.maximum(lam, 0.0), vec
+
+    lam, vec = sqrt_eigs(cov1)
+    root1 = (vec * xp.sqrt(lam)) @ vec.T  # Σ1^{1/2}
+    mid, _ = sqrt_eigs(root1 @ cov2 @ root1)  # Σ1^{1/2} Σ2 Σ1^{1/2}
+    return xp.sum((mu1 - mu2) ** 2) + xp.trace(cov1) + xp.trace(cov2) - 2.0 * xp.sum(xp.sqrt(mid))
 
 
-@jax.jit
-def _frechet(mu1, cov1, mu2, cov2):
-    lam, vec = _psd_sqrt_eigs(cov1)
-    root1 = (vec * jnp.sqrt(lam)) @ vec.T  # Σ1^{1/2}
-    mid, _ = _psd_sqrt_eigs(root1 @ cov2 @ root1)  # Σ1^{1/2} Σ2 Σ1^{1/2}
-    return jnp.sum((mu1 - mu2) ** 2) + jnp.trace(cov1) + jnp.trace(cov2) - 2.0 * jnp.sum(jnp.sqrt(mid))
+_frechet = jax.jit(functools.partial(_frechet_with, jnp))
+
+
+def _frechet_float64(mu1, cov1, mu2, cov2) -> float:
+    """In float64 NumPy: the traces nearly cancel when the distributions are close (features with ``tr Σ``
+    ≈ 10–100 at a distance ≈ 0.03), which float32 turns into negative distances."""
+    return float(_frechet_with(np, *(np.asarray(a, np.float64) for a in (mu1, cov1, mu2, cov2))))
 
 
 def frechet_distance(mu1, cov1, mu2, cov2):
@@ -285,12 +293,19 @@ def frechet_distance(mu1, cov1, mu2, cov2):
             raise ValueError(f"{fn}: {arg} must be symmetric")
         if _concrete_all(jnp.min(jnp.linalg.eigvalsh(c)) < -1e-4 * scale):
             raise ValueError(f"{fn}: {arg} must be positive semi-definite")
-    return _frechet(mu1, cov1, mu2, cov2)
+    if _concrete_all(jnp.all(jnp.isfinite(mu1))) is None:  # traced: float32 under jit
+        return _frechet(mu1, cov1, mu2, cov2)
+    return _frechet_float64(mu1, cov1, mu2, cov2)
 
 
 def frechet_distance_samples(x, y):
-    """:func:`frechet_distance` between the sample means and unbiased (``n − 1``) covariances of ``x`` and ``y``."""
+    """:func:`frechet_distance` between the sample means and unbiased (``n − 1``) covariances of ``x`` and ``y``
+    (moments in float64 for concrete samples)."""
     x, y = _samples("frechet_distance_samples", x, y, min_n=2)
+    if _concrete_all(jnp.all(jnp.isfinite(x))) is not None:
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        return _frechet_float64(x.mean(0), np.atleast_2d(np.cov(x, rowvar=False)), y.mean(0),
+                                np.atleast_2d(np.cov(y, rowvar=False)))
     moments = lambda a: (jnp.mean(a, 0), jnp.atleast_2d(jnp.cov(a, rowvar=False)))  # noqa: E731
     return frechet_distance(*moments(x), *moments(y))
 
