@@ -71,9 +71,11 @@ class ImageConfig(report.RunConfig):
 
 
 def build_unet(cfg: ImageConfig, **fields) -> UNet:
-    return UNet(channels=cfg.get("channels"), channel_mult=cfg.get("channel_mult"),
-                num_res_blocks=cfg.get("num_res_blocks"), attention_resolutions=cfg.get("attention_resolutions"),
-                dtype=jnp.dtype(cfg.dtype), **fields)
+    """The U-Net of the flags and preset; ``fields`` add or override U-Net fields."""
+    config = dict(channels=cfg.get("channels"), channel_mult=cfg.get("channel_mult"),
+                  num_res_blocks=cfg.get("num_res_blocks"), attention_resolutions=cfg.get("attention_resolutions"),
+                  dtype=jnp.dtype(cfg.dtype))
+    return UNet(**{**config, **fields})
 
 
 def train(recipe: Recipe, name: str, cfg: ImageConfig, net: UNet, params, data, key, out, **train_kwargs):

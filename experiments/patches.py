@@ -83,12 +83,16 @@ def main(cfg: Config):
     # Two disjoint sets of training patches: the floor is the sampling noise of the metric at this size (test
     # patches come from other photographs, a shift that a model of the training photographs need not bridge).
     n_real = max(2 * n, 2000)
+    if cfg.num_train < n_real + n:
+        raise ValueError(f"--num-train {cfg.num_train}: the metrics need at least {n_real + n} training patches "
+                         f"({n_real} real + {n} for the floor)")
     real = images.to_symmetric(train_x[:n_real], LEVELS)
     reference = images.to_symmetric(train_x[n_real:n_real + n], LEVELS)
     features = metrics.random_conv_features(shape, seed=cfg.seed)
     key = jax.random.key(cfg.seed)
     k_init, k_train, k_sample, k_metric, k_bpd = jax.random.split(key, 5)
-    net = build_unet(cfg)
+    # attention resolutions are given for 16×16 patches and scale with the patch size
+    net = build_unet(cfg, attention_resolutions=tuple(r * size // 16 for r in cfg.get("attention_resolutions")))
     params0 = net.init(k_init, jnp.zeros(()), jnp.zeros(shape))
     num_params = count_params(params0)
     print(f"{len(train_x)} training patches {shape}, U-Net {num_params:,} parameters")
