@@ -24,6 +24,7 @@ import optax
 
 from genjax import interpolants, report
 from genjax.nets import TimeMLP
+from genjax.nets.stats import compiled_flops
 from genjax.train import TrainState, fit, interpolant_objective
 
 
@@ -83,8 +84,7 @@ def main(cfg: Config):
     t0 = time.perf_counter()
     compiled = step.lower(state).compile()
     loop_compile = time.perf_counter() - t0
-    flops = compiled.cost_analysis()
-    flops = (flops[0] if isinstance(flops, (list, tuple)) else flops).get("flops", float("nan"))
+    flops = compiled_flops(compiled)
     s, _ = compiled(state)
     jax.block_until_ready(s)
     t0 = time.perf_counter()

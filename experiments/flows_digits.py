@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from genjax import report  # noqa: E402
 from genjax.data import images  # noqa: E402
 from genjax.flows import Flow, chain, glow, realnvp, reshape  # noqa: E402
+from genjax.nets import count_params  # noqa: E402
 from genjax.train import TrainState, fit  # noqa: E402
 
 SHAPE = (8, 8, 1)
@@ -115,7 +116,7 @@ def run_model(name: str, cfg: Config, train, test, key):
     train_bpd = float(jnp.mean(evaluate(state.ema_params, train[:512], k_eval)))
     samples = jax.jit(flow.sample, static_argnums=2)(state.ema_params, k_sample, 64)
     pixels = images.to_unit_interval(samples, cfg.scaling, cfg.alpha)
-    num_params = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    num_params = count_params(params)
     row = {"model": name, "params": num_params, "test_bpd": test_bpd["ema_params"], "test_bpd_raw": test_bpd["params"],
            "train_bpd": train_bpd, "train_s": wall, "steps_per_s": history["steps_per_s"]}
     return row, np.asarray(pixels)
