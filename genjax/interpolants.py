@@ -14,6 +14,7 @@ supplied (the presets supply them; the tests compare the two).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -24,8 +25,10 @@ import numpy as np
 __all__ = [
     "Interpolant",
     "PREDICTIONS",
+    "GAMMAS",
     "convert",
     "check_prediction",
+    "check_predictions",
     "check_interpolant",
     "check_domain",
     "linear",
@@ -35,6 +38,7 @@ __all__ = [
     "ve",
     "ddpm",
     "cosine",
+    "bridge",
 ]
 
 PREDICTIONS = ("velocity", "noise", "data", "score")
@@ -49,6 +53,23 @@ def check_prediction(prediction: str, argument: str = "prediction") -> str:
             f"{argument}={prediction!r} is not a known prediction; expected one of {PREDICTIONS}"
         )
     return prediction
+
+
+def check_predictions(prediction, interpolant: "Interpolant", argument: str = "prediction") -> tuple[str, ...]:
+    """``prediction`` as a tuple of names: one name, or (two-sided paths only) a tuple of distinct names
+    for a model with one output head per name, e.g. ``("velocity", "noise")`` for ``(b, η)``."""
+    if isinstance(prediction, str):
+        return (check_prediction(prediction, argument),)
+    names = tuple(prediction) if isinstance(prediction, (tuple, list)) else ()
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{argument}={prediction!r} must be a prediction name or a tuple of distinct names, one "
+                         f"per output head, from {PREDICTIONS}")
+    for name in names:
+        check_prediction(name, argument)
+    if len(names) > 1 and not interpolant.two_sided:
+        raise ValueError(f"{argument}={prediction!r}: several heads are for two-sided interpolants (b and η); a "
+                         f"one-sided model predicts one of {PREDICTIONS}, the others follow by convert")
+    return names
 
 
 def _tangent(fn: ScalarFn, t):
@@ -230,18 +251,23 @@ def _data_from(value, frm, a, s, da, ds, x):
     return (ds * x - s * value) / (a * ds - s * da)  # velocity
 
 
-def convert(value, frm: str, to: str, interpolant: Interpolant, t, x):
+def convert(value, frm, to: str, interpolant: Interpolant, t, x):
     """Convert a prediction at ``(t, x)`` between ``velocity | noise | data | score``.
 
-    With ``x = α x0 + σ ε``, ``v = α̇ x0 + σ̇ ε`` and ``D = α σ̇ − σ α̇`` (MATH.md §3):
-    ``x̂0 = (x − σ ε̂)/α``, ``s = −ε̂/σ``, ``ε̂ = −σ s``, ``x̂0 = (σ̇ x − σ v)/D``,
+    One-sided paths: with ``x = α x0 + σ ε``, ``v = α̇ x0 + σ̇ ε`` and ``D = α σ̇ − σ α̇``
+    (MATH.md §3): ``x̂0 = (x − σ ε̂)/α``, ``s = −ε̂/σ``, ``ε̂ = −σ s``, ``x̂0 = (σ̇ x − σ v)/D``,
     ``ε̂ = (α v − α̇ x)/D``.  Only the divisions that the pair needs are made, so e.g.
     noise → score is finite at ``α = 0``.  ``t`` must broadcast against ``x``.
+
+    Two-sided paths (MATH.md §10): ``frm`` may be a tuple of names with ``value`` the tuple of
+    the model's heads, e.g. ``("velocity", "noise")`` for ``(b, η)``; see :func:`convert_two_sided`.
     """
+    if interpolant.two_sided:
+        names = check_predictions(frm, interpolant, "frm")
+        values = (value,) if isinstance(frm, str) else tuple(value)
+        return convert_two_sided(dict(zip(names, values)), to, interpolant, t, x)
     check_prediction(frm, "frm")
     check_prediction(to, "to")
-    if interpolant.two_sided:
-        raise ValueError("convert: conversions need a one-sided (Gaussian-prior) interpolant; got a two-sided one")
     if frm == to:
         return value
     a, s, da, ds = interpolant.scales(t)
@@ -260,9 +286,79 @@ def convert(value, frm: str, to: str, interpolant: Interpolant, t, x):
     return da * (x - s * eps) / a + ds * eps
 
 
+def latent_free(interpolant: Interpolant) -> bool:
+    """``True`` if ``γ ≡ 0`` (checked on 257 points of ``[0, 1]``): the path has no latent ``γ z``."""
+    return _latent_free(interpolant)
+
+
+@functools.lru_cache(maxsize=256)
+def _latent_free(interpolant: Interpolant) -> bool:
+    with jax.ensure_compile_time_eval():
+        ts = jnp.linspace(interpolant.t_min, interpolant.t_max, 257)
+        gamma = np.asarray(jax.vmap(interpolant.gamma)(ts))
+        dgamma = np.asarray(jax.vmap(lambda t: interpolant.derivatives(t)[2])(ts))
+    return bool(np.all(gamma == 0) and np.all(dgamma == 0))
+
+
+def convert_two_sided(values: dict, to: str, interpolant: Interpolant, t, x):
+    """``to`` at ``(t, x)`` from the known two-sided predictions ``values`` (``{name: array}``, MATH.md §10).
+
+    With ``x_t = α x0 + β x1 + γ z``, every prediction is linear in ``(x̂0, x̂1, η) = E[(x0, x1, z) | x_t]``,
+    which satisfy ``x = α x̂0 + β x̂1 + γ η``:
+
+    * ``velocity`` ``b = α̇ x̂0 + β̇ x̂1 + γ̇ η = E[α̇x0 + β̇x1 | x_t] − γγ̇ s`` (the ODE's field);
+    * ``noise`` ``η``; ``score`` ``s = −η/γ``; ``data`` ``x̂0``.
+
+    So ``η`` and ``s`` follow from each other; ``b`` from ``x̂0`` and ``η`` (``x̂1 = (x − α x̂0 − γ η)/β``);
+    ``x̂0`` from ``b`` and ``η`` (``x̂0 = (β(b − γ̇η) − β̇(x − γη)) / (α̇β − αβ̇)``).  On a latent-free path
+    (``γ ≡ 0``) ``η`` is not needed.  A ``ValueError`` names what is missing otherwise (e.g. an SDE needs
+    the score, which a velocity model alone does not determine: learn ``η`` as a second head).
+    """
+    if to in values:
+        return values[to]
+    check_prediction(to, "to")
+    missing = _two_sided_missing(tuple(values), to, latent_free(interpolant))
+    if missing:
+        raise ValueError(f"convert: {missing}")
+    a, b, g = interpolant.coefficients(t)
+    da, db, dg = interpolant.derivatives(t)
+    eta = values.get("noise")
+    if eta is None and "score" in values:
+        eta = -g * values["score"]
+    if to == "noise":
+        return eta
+    if to == "score":
+        return -eta / g
+    if eta is None:  # latent-free: γ = γ̇ = 0
+        eta = jnp.zeros_like(x)
+    if to == "velocity":
+        x0 = values["data"]
+        return da * x0 + db * (x - a * x0 - g * eta) / b + dg * eta
+    v = values["velocity"]
+    return (b * (v - dg * eta) - db * (x - g * eta)) / (da * b - a * db)
+
+
+def _two_sided_missing(names: tuple[str, ...], to: str, no_latent: bool) -> str:
+    """Why ``names`` do not determine ``to`` on a two-sided path ("" if they do)."""
+    if to in names:
+        return ""
+    has_eta = "noise" in names or "score" in names
+    if to in ("noise", "score"):
+        if has_eta:
+            return ""
+        return (f"{to} is not determined by {names} on a two-sided path: learn the denoiser η = E[z | x_t] "
+                "(prediction 'noise') as a second head, e.g. prediction=('velocity', 'noise')")
+    other = "data" if to == "velocity" else "velocity"
+    if other not in names:
+        return f"{to} on a two-sided path needs the {other!r} prediction (with η unless γ ≡ 0); got {names}"
+    if not (has_eta or no_latent):
+        return (f"{to} from {other!r} on a two-sided path with γ ≠ 0 also needs η: predict ('{other}', 'noise')")
+    return ""
+
+
 # A divisor at or below this is zero up to float32 rounding (cos(π/2) gives −4e−8; α, σ, D are O(1) scales).
 _SINGULAR = float(np.finfo(np.float32).eps)
-_SYMBOLS = {"alpha": "α", "sigma": "σ", "D": "D"}
+_SYMBOLS = {"alpha": "α", "sigma": "σ", "D": "D", "gamma": "γ", "beta": "β", "det": "|α̇β − αβ̇|"}
 
 
 def _divisors(frm: str, to: str) -> dict[str, str]:
@@ -298,14 +394,17 @@ def check_domain(interpolant: Interpolant, prediction: str, t_lo, t_hi, *, to="v
     Conversions (MATH.md §3) divide by ``α`` (noise → data/velocity, score → data/velocity),
     by ``σ`` (data → any, noise → score, velocity → score) or by ``D = α σ̇ − σ α̇``
     (velocity → noise/data/score); a score model needs ``σ > 0`` for any conversion, as its
-    target ``−ε/σ`` is unbounded where ``σ → 0``.  Samplers and likelihoods call this before
-    any work.  ``α``, ``σ`` and ``D`` are evaluated on 257 points of ``[t_lo, t_hi]`` (ends
+    target ``−ε/σ`` is unbounded where ``σ → 0``.  Two-sided paths (MATH.md §10) divide by
+    ``γ`` (η ↔ score), ``β`` (data → velocity) or ``α̇β − αβ̇`` (velocity → data), and some
+    targets need a second head (:func:`convert_two_sided`).  Samplers and likelihoods call
+    this before any work.  The divisors are evaluated on 257 points of ``[t_lo, t_hi]`` (ends
     included); a value ``≤ 1.2e-7`` (float32 eps: zero up to rounding) or not finite is
     singular, and the message says where, what vanishes and how to avoid it.
 
     Args:
-      interpolant: a one-sided :class:`Interpolant`.
-      prediction: what the model predicts (``velocity | noise | data | score``).
+      interpolant: an :class:`Interpolant`.
+      prediction: what the model predicts (``velocity | noise | data | score``; two-sided
+        paths: also a tuple of names, one per output head).
       t_lo, t_hi: concrete times, ``0 <= t_lo <= t_hi <= 1``, where the model is evaluated.
       to: the target or targets the caller converts to (default ``"velocity"``: ODE
         samplers and likelihoods; an SDE sampler also needs ``"score"``).
@@ -313,19 +412,23 @@ def check_domain(interpolant: Interpolant, prediction: str, t_lo, t_hi, *, to="v
 
     Returns ``interpolant``.
     """
-    check_prediction(prediction)
+    names = check_predictions(prediction, interpolant)
     targets = (to,) if isinstance(to, str) else tuple(to)
     for target in targets:
         check_prediction(target, "to")
     needs = {}
     for target in targets:
-        for quantity, formula in _divisors(prediction, target).items():
+        if interpolant.two_sided:
+            missing = _two_sided_missing(names, target, latent_free(interpolant))
+            if missing:
+                raise ValueError(f"{what}: {missing}")
+            divisors = _two_sided_divisors(names, target)
+        else:
+            divisors = _divisors(names[0], target)
+        for quantity, formula in divisors.items():
             needs.setdefault(quantity, (target, formula))
     if not needs:
         return interpolant
-    if interpolant.two_sided:
-        raise ValueError(f"{what}: converting prediction={prediction!r} needs a one-sided (Gaussian-prior) "
-                         "interpolant; got a two-sided one")
     try:
         t_lo, t_hi = float(t_lo), float(t_hi)
     except TypeError as err:  # includes tracers under jit
@@ -333,19 +436,48 @@ def check_domain(interpolant: Interpolant, prediction: str, t_lo, t_hi, *, to="v
     if not 0.0 <= t_lo <= t_hi <= 1.0:
         raise ValueError(f"{what}: need 0 <= t_lo <= t_hi <= 1, got t_lo={t_lo}, t_hi={t_hi}")
     ts = np.linspace(t_lo, t_hi, 257)
-    a, s, da, ds = (np.asarray(v, np.float64) for v in jax.vmap(interpolant.scales)(jnp.asarray(ts)))
-    values = {"alpha": a, "sigma": s, "D": a * ds - s * da}
+    values = _divisor_values(interpolant, ts)
     for quantity, (target, formula) in needs.items():
         v = np.where(np.isfinite(values[quantity]), values[quantity], -np.inf)
         if (v > _SINGULAR).all():
             continue
         i = int(np.argmin(v))
         t, sym = float(ts[i]), _SYMBOLS[quantity]
+        section = "§10" if interpolant.two_sided else "§3"
         problem = (f"{what}: prediction={prediction!r} on {interpolant.name!r} is singular at t = {t:.4g} "
                    f"({sym}({t:.4g}) = {values[quantity][i]:.3g}): converting {prediction} to {target} needs "
-                   f"{sym} > 0 ({formula}; MATH.md §3)")
-        raise ValueError(f"{problem}; {_remedy(interpolant, ts, i, prediction)}")
+                   f"{sym} > 0 ({formula}; MATH.md {section})")
+        if interpolant.two_sided:
+            field = "t_max" if t - ts[0] > ts[-1] - t else "t_min"
+            raise ValueError(f"{problem}; keep t away from {t:.4g} (the interpolant's {field}, or t_start/t_end)")
+        raise ValueError(f"{problem}; {_remedy(interpolant, ts, i, names[0])}")
     return interpolant
+
+
+def _divisor_values(ip: Interpolant, ts) -> dict[str, np.ndarray]:
+    """The quantities conversions divide by, on the grid ``ts`` (|·| where only non-zero matters)."""
+    if ip.two_sided:
+        (a, b, g), (da, db, _) = (tuple(np.asarray(v, np.float64) for v in jax.vmap(f)(jnp.asarray(ts)))
+                                  for f in (ip.coefficients, ip.derivatives))
+        return {"gamma": g, "beta": b, "det": np.abs(da * b - a * db)}
+    a, s, da, ds = (np.asarray(v, np.float64) for v in jax.vmap(ip.scales)(jnp.asarray(ts)))
+    return {"alpha": a, "sigma": s, "D": a * ds - s * da}
+
+
+def _two_sided_divisors(names: tuple[str, ...], to: str) -> dict[str, str]:
+    """``{quantity: formula}``: what a two-sided conversion of ``names`` into ``to`` divides by (MATH.md §10)."""
+    need = {}
+    if "score" in names:
+        need["gamma"] = "the score target −z/γ is unbounded as γ → 0"
+    if to in names:
+        return need
+    if to == "score":
+        need["gamma"] = "s = −η/γ"
+    elif to == "velocity":
+        need["beta"] = "x̂1 = (x − α x̂0 − γ η)/β"
+    elif to == "data":
+        need["det"] = "x̂0 = (β(b − γ̇η) − β̇(x − γη))/(α̇β − αβ̇)"
+    return need
 
 
 def _remedy(ip: Interpolant, ts, i: int, prediction: str) -> str:
@@ -581,6 +713,54 @@ def _cosine(s: float = 0.008, floor: float = 1e-5, t_min: float = 1e-5, t_max: f
     return Interpolant(alpha, sigma, _zero, name="cosine", t_min=t_min, t_max=t_max, validate=validate)
 
 
+def _gamma_menu(a: float):
+    """``{name: (γ, γ̇)}`` for the latent scale of a two-sided path (Albergo, Boffi & Vanden-Eijnden 2023)."""
+
+    def brownian(t):
+        return jnp.sqrt(a * t * (1.0 - t))
+
+    return {
+        "none": (_zero, _zero),
+        "brownian": (brownian, lambda t: a * (1.0 - 2.0 * t) / (2.0 * brownian(t))),
+        "quadratic": (lambda t: a * t * (1.0 - t), lambda t: a * (1.0 - 2.0 * t)),
+        "sin2": (lambda t: a * jnp.sin(math.pi * t) ** 2, lambda t: a * math.pi * jnp.sin(2.0 * math.pi * t)),
+    }
+
+
+GAMMAS = ("none", "brownian", "quadratic", "sin2")
+_BROWNIAN_MARGIN = 1e-3  # γ̇ = a(1 − 2t)/(2γ) is infinite at t = 0, 1: train and sample on [1e-3, 1 − 1e-3]
+
+
+@_preset
+def _bridge(path: str = "linear", gamma: str = "none", a: float = 1.0, t_min: float | None = None,
+            t_max: float | None = None, validate: bool = True):
+    """Two-sided path between two data sets: ``x_t = α x0 + β x1 + γ z`` (MATH.md §10).
+
+    ``path``: ``linear`` (``α = 1 − t``, ``β = t``) or ``trig`` (``α = cos(πt/2)``, ``β = sin(πt/2)``).
+    ``gamma``: ``none`` (``γ = 0``: a deterministic bridge, e.g. OT-CFM), ``brownian``
+    (``γ = sqrt(a t(1−t))``: a Brownian bridge of variance ``a``, the SB-CFM path with ``a = σ²``,
+    Tong et al. 2023), ``quadratic`` (``γ = a t(1−t)``) or ``sin2`` (``γ = a sin²(πt)``).
+    ``t_min``/``t_max`` default to ``[0, 1]``, and to ``[1e-3, 1 − 1e-3]`` for ``brownian`` (where ``γ̇``
+    is infinite at the ends).
+    """
+    _check_range("bridge", lambda path: path in ("linear", "trig"), "path in ('linear', 'trig')", path=path)
+    _check_range("bridge", lambda gamma: gamma in GAMMAS, f"gamma in {GAMMAS}", gamma=gamma)
+    _check_range("bridge", lambda a: 0 < a < math.inf, "0 < a < inf (the scale of γ)", a=a)
+    margin = _BROWNIAN_MARGIN if gamma == "brownian" else 0.0
+    h = math.pi / 2
+    if path == "linear":
+        ab = (lambda t: 1.0 - t, lambda t: t, lambda t: -jnp.ones_like(t), lambda t: jnp.ones_like(t))
+    else:
+        ab = (lambda t: jnp.cos(h * t), lambda t: jnp.sin(h * t), lambda t: -h * jnp.sin(h * t),
+              lambda t: h * jnp.cos(h * t))
+    g, dg = _gamma_menu(float(a))[gamma]
+    return Interpolant(
+        ab[0], ab[1], g, name="bridge", t_min=margin if t_min is None else t_min,
+        t_max=1.0 - margin if t_max is None else t_max, two_sided=True, validate=validate,
+        dalpha=ab[2], dbeta=ab[3], dgamma=dg,
+    )
+
+
 linear = _linear(validate=False)
 trig = _trig(validate=False)
 vp = _vp(validate=False)
@@ -588,3 +768,4 @@ subvp = _subvp(validate=False)
 ve = _ve(validate=False)
 ddpm = _ddpm(validate=False)
 cosine = _cosine(validate=False)
+bridge = _bridge(validate=False)

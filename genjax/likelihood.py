@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from .interpolants import Interpolant, check_domain, check_prediction
+from .interpolants import Interpolant, check_domain
 from .model import check_conditioning, check_output, filter_jit, per_sample
 from .ode import integrate, raise_on_failure, resolve_solver, summarize
-from .samplers.common import map_chunks
+from .samplers.common import map_chunks, num_heads
 from .samplers.ode import velocity_field
 
 __all__ = ["DIVERGENCES", "PROBES", "cnf_log_prob", "log_likelihood", "normal_log_prob", "bits_per_dim",
@@ -134,25 +134,28 @@ def cnf_log_prob(field, x, key=None, *, t0=0.0, t1=1.0, base_log_prob=normal_log
 
 
 @filter_jit
-def _log_likelihood(model, interpolant, prediction, divergence, probe, solver, num_steps, max_steps, rtol, atol,
-                    inputs):
+def _log_likelihood(model, interpolant, prediction, base_log_prob, from_start, divergence, probe, solver, num_steps,
+                    max_steps, rtol, atol, inputs):
     x, key, c = inputs
-    prior_std = interpolant.prior_std()
     c0 = None if c is None else jax.tree.map(lambda a: a[0], c)
-    check_output(model, jnp.zeros((), x.dtype), x[0], c0, where="log_likelihood")  # once per trace
+    check_output(model, jnp.zeros((), x.dtype), x[0], c0, where="log_likelihood", heads=num_heads(prediction))
     field = lambda t, z, *ci: velocity_field(per_sample(model, *ci), interpolant, prediction)(t, z)
+    if base_log_prob is None:  # the one-sided prior (built here: a new function per call would recompile)
+        base_log_prob = lambda z: normal_log_prob(z, interpolant.prior_std())  # noqa: E731
+    ends = (interpolant.t_min, interpolant.t_max)
     return cnf_log_prob(
-        field, x, None if key is None else key[0], t0=interpolant.t_min, t1=interpolant.t_max,
-        base_log_prob=lambda z: normal_log_prob(z, prior_std), divergence=divergence, probe=probe, solver=solver,
-        rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, return_stats=True, c=c, per_row_stats=True,
+        field, x, None if key is None else key[0], t0=ends[0] if from_start else ends[1],
+        t1=ends[1] if from_start else ends[0], base_log_prob=base_log_prob, divergence=divergence, probe=probe,
+        solver=solver, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, return_stats=True, c=c,
+        per_row_stats=True,
     )
 
 
-def log_likelihood(model, interpolant: Interpolant, x, key=None, *, prediction: str, c=None,
-                   divergence: str = "exact", probe: str = "rademacher", solver="tsit5", rtol: float = 1e-5,
-                   atol: float = 1e-5, num_steps: int = 100, max_steps: int | None = None,
+def log_likelihood(model, interpolant: Interpolant, x, key=None, *, prediction, c=None, x_at: str = "t_min",
+                   base_log_prob=None, divergence: str = "exact", probe: str = "rademacher", solver="tsit5",
+                   rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, max_steps: int | None = None,
                    chunk_size: int | None = None, mesh=None, return_stats: bool = False):
-    """Log-density of each row of ``x`` (data at ``t_min``) along the PF-ODE of a model, in nats (MATH.md §6).
+    """Log-density of each row of ``x`` along the ODE of a model, in nats (MATH.md §6, §10).
 
     ``log p(x) = log N(x(t_max); 0, σ(t_max)² I) + ∫_{t_min}^{t_max} ∇·v(t, x(t)) dt`` with
     ``v`` converted from ``prediction`` (Song et al. 2021, §D.2); a thin jitted layer over
@@ -161,24 +164,38 @@ def log_likelihood(model, interpolant: Interpolant, x, key=None, *, prediction: 
     N(0, σ(t_max)² I)`` (exact when ``α(t_max) = 0``).  On the raw ``ddpm`` schedule use a
     fixed-step solver or its smooth ``vp`` equivalent (MATH.md §2).
 
+    Either end may carry the known density: with ``x_at="t_max"`` the rows of ``x`` are points
+    at ``t_max`` and ``log p_{t_max}(x) = base_log_prob(x(t_min)) − ∫_{t_min}^{t_max} ∇·v dt``.
+    For a two-sided path (``v = b``, which transports ``ρ0`` to ``ρ1``) this is the likelihood of
+    ``x1`` when ``ρ0`` has the density ``base_log_prob`` (or of ``x0`` under a known ``ρ1``).
+
     Args: as :func:`cnf_log_prob`; ``model`` is a per-sample ``fn(t, x)`` (or ``fn(t, x, c)``
     with the conditioning batch ``c``) predicting ``prediction``, passed as data
     (:mod:`genjax.model`); ``chunk_size`` and ``mesh`` as in :func:`genjax.samplers.sample_ode`.
+    ``x_at``: ``"t_min"`` (default) or ``"t_max"``, the end where ``x`` lives.
+    ``base_log_prob``: per-sample log-density at the other end; default (one-sided, ``x_at="t_min"``
+    only) the prior ``N(0, σ(t_max)² I)``.
     With ``chunk_size``, the Hutchinson probes of each chunk come from ``fold_in(key, chunk)``.
     Returns ``(n,)`` log-densities, or ``(logp, stats)`` with ``stats["nfe"]`` if ``return_stats``.
     Raises ``FloatingPointError`` on non-finite values and ``RuntimeError`` when an adaptive
     solve exceeds ``max_steps``.
     """
     _checks.check_callable(model, "model", "fn(t, x) or fn(t, x, c)")
-    check_prediction(prediction)
     _checks.check_choice(divergence, "divergence", DIVERGENCES)
     _checks.check_choice(probe, "probe", PROBES)
+    _checks.check_choice(x_at, "x_at", ("t_min", "t_max"))
     resolve_solver(solver)
     num_steps = _checks.check_positive_int(num_steps, "num_steps")
     rtol, atol = _checks.check_positive_float(rtol, "rtol"), _checks.check_positive_float(atol, "atol")
     max_steps = _checks.check_optional_positive_int(max_steps, "max_steps")
-    if not isinstance(interpolant, Interpolant) or interpolant.two_sided:
-        raise ValueError("log_likelihood needs a one-sided genjax.Interpolant (Gaussian prior)")
+    if not isinstance(interpolant, Interpolant):
+        raise ValueError(f"interpolant must be a genjax.Interpolant, got {type(interpolant).__name__}")
+    if base_log_prob is None:
+        if interpolant.two_sided or x_at == "t_max":
+            raise ValueError("log_likelihood: pass base_log_prob, the per-sample log-density at the other end (a "
+                             "two-sided path, or x at t_max, has no Gaussian prior there)")
+    else:
+        _checks.check_callable(base_log_prob, "base_log_prob", "base_log_prob(z) -> scalar, per sample")
     check_domain(interpolant, prediction, interpolant.t_min, interpolant.t_max, what="log_likelihood")
     x = _checks.float_batch(x, "x")
     if divergence == "hutchinson" and key is None:
@@ -189,8 +206,8 @@ def log_likelihood(model, interpolant: Interpolant, x, key=None, *, prediction: 
     chunk_keys = None if key is None else jnp.repeat(
         jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(-(-n // size))), size, axis=0)[:n]
     log_prob, stats = map_chunks(
-        lambda chunk: _log_likelihood(model, interpolant, prediction, divergence, probe, solver, num_steps,
-                                      max_steps, rtol, atol, chunk),
+        lambda chunk: _log_likelihood(model, interpolant, prediction, base_log_prob, x_at == "t_min", divergence,
+                                      probe, solver, num_steps, max_steps, rtol, atol, chunk),
         (x, chunk_keys, check_conditioning(c, n)), chunk_size=chunk_size, mesh=mesh)
     raise_on_failure(stats, "log_likelihood", max_steps)
     if not np.all(np.isfinite(np.asarray(log_prob))):

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._checks import check_finite
 
-__all__ = ["Model", "call", "check_output", "check_conditioning", "per_sample", "filter_jit"]
+__all__ = ["Model", "Heads", "call", "check_output", "check_conditioning", "per_sample", "filter_jit"]
 
 filter_jit = eqx.filter_jit
 
@@ -48,6 +48,22 @@ class Model(eqx.Module):
         return self.apply_fn(self.params, t, x, c)
 
 
+class Heads(eqx.Module):
+    """Several models as one model with a tuple output, ``(t, x[, c]) ↦ (m(t, x[, c]) for m in models)``.
+
+    Two separately trained models of a two-sided path, e.g. ``Heads(b_model, eta_model)`` with
+    ``prediction=("velocity", "noise")``, drive the SDE samplers like one two-head network.
+    """
+
+    models: tuple
+
+    def __init__(self, *models):
+        self.models = tuple(models)
+
+    def __call__(self, t, x, c=None):
+        return tuple(call(m, t, x, c) for m in self.models)
+
+
 def call(model, t, x, c=None):
     """``model(t, x)``, or ``model(t, x, c)`` when a conditioning input is given."""
     return model(t, x) if c is None else model(t, x, c)
@@ -58,12 +74,13 @@ def per_sample(model, c=None) -> Callable:
     return lambda t, x: call(model, t, x, c)
 
 
-def check_output(model, t, x, c=None, *, where: str = "model") -> None:
+def check_output(model, t, x, c=None, *, where: str = "model", heads: int = 1) -> None:
     """Raise ``ValueError`` unless ``model(t, x[, c])`` returns an array of ``x``'s shape and dtype.
 
     Abstract evaluation (``jax.eval_shape``): no FLOPs; called once per trace by every
     sampler, likelihood and loss, so a model returning e.g. ``x[:1]`` fails loudly instead
-    of broadcasting into plausible-looking wrong samples.
+    of broadcasting into plausible-looking wrong samples.  A model with ``heads > 1`` (a
+    two-sided ``(b, η)`` model, :class:`Heads`) returns a tuple of ``heads`` such arrays.
     """
     try:
         out = eqx.filter_eval_shape(call, model, t, x, c)
@@ -74,13 +91,22 @@ def check_output(model, t, x, c=None, *, where: str = "model") -> None:
             + ("" if c is None else f", c of shape {jnp.shape(c)}")
             + f") failed: {type(err).__name__}: {err}"
         ) from err
-    if not isinstance(out, jax.ShapeDtypeStruct):
+    if heads > 1:
+        if not (isinstance(out, (tuple, list)) and len(out) == heads):
+            raise ValueError(f"{where}: a model for {heads} predictions must return a tuple of {heads} arrays (one per "
+                             f"head, e.g. genjax.model.Heads), got {jax.tree.structure(out)}")
+        outs = tuple(out)
+    elif not isinstance(out, jax.ShapeDtypeStruct):
         raise ValueError(f"{where}: the model must return one array per sample, got {jax.tree.structure(out)}")
-    if out.shape != jnp.shape(x) or out.dtype != jnp.result_type(x):
-        raise ValueError(
-            f"{where}: the model must return an array of the per-sample shape and dtype of x, "
-            f"{jnp.shape(x)} {jnp.result_type(x)}; got {out.shape} {out.dtype}"
-        )
+    else:
+        outs = (out,)
+    for out in outs:
+        if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != jnp.shape(x) or out.dtype != jnp.result_type(x):
+            got = f"{out.shape} {out.dtype}" if isinstance(out, jax.ShapeDtypeStruct) else str(jax.tree.structure(out))
+            raise ValueError(
+                f"{where}: the model must return an array of the per-sample shape and dtype of x, "
+                f"{jnp.shape(x)} {jnp.result_type(x)}; got {got}"
+            )
 
 
 def check_conditioning(c, n: int):

@@ -2,19 +2,22 @@
 
 For data ``x0 ~ Σ_k w_k N(μ_k, Σ_k)`` and a one-sided path ``x_t = α x0 + σ ε`` the
 marginal is again a mixture, ``p_t = Σ_k w_k N(α μ_k, α² Σ_k + σ² I)`` (MATH.md §9.1–9.2),
-so the exact score, noise, data and velocity fields are closed form.  Tests drive every
+so the exact score, noise, data and velocity fields are closed form; between two mixtures along
+a two-sided path the marginal is a mixture of all pairs (:class:`Bridge`, MATH.md §10).  Tests drive every
 sampler and likelihood with these fields; experiments use them as ground truth.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from .interpolants import Interpolant, check_prediction
+from .interpolants import Interpolant, check_prediction, check_predictions
 
-__all__ = ["GaussianMixture", "gaussian", "noised"]
+__all__ = ["Bridge", "GaussianMixture", "gaussian", "noised"]
 
 
 @struct.dataclass
@@ -161,3 +164,79 @@ def noised(mixture: GaussianMixture, sigma) -> GaussianMixture:
     """
     eye = jnp.eye(mixture.dim, dtype=mixture.covs.dtype)
     return GaussianMixture(mixture.log_weights, mixture.means, mixture.covs + jnp.asarray(sigma) ** 2 * eye)
+
+
+# ---------------------------------------------------------------------------------
+# Two-sided paths x_t = α x0 + β x1 + γ z between two mixtures (MATH.md §10).
+# ---------------------------------------------------------------------------------
+
+
+class Bridge(NamedTuple):
+    """The exact two-sided path between ``rho0`` and ``rho1`` along ``interpolant``.
+
+    Pairs are independent (``x0 ⟂ x1``), so ``p_t`` is a mixture of ``K0·K1`` Gaussians with
+    weights ``π_i w_j``, means ``α μ0_i + β μ1_j`` and covariances ``α² Σ0_i + β² Σ1_j + γ² I``
+    (MATH.md §10).  For one Gaussian each, ``cross`` = ``Cov(x0, x1)`` gives any jointly Gaussian
+    coupling instead (e.g. the OT coupling ``Σ0 A`` of the map ``x1 = μ1 + A(x0 − μ0)``), with
+    ``Σ_t = α² Σ0 + β² Σ1 + αβ (C + Cᵀ) + γ² I``.
+    """
+
+    rho0: GaussianMixture
+    rho1: GaussianMixture
+    interpolant: Interpolant
+    cross: jax.Array | None = None
+
+    def _pairs(self, t):
+        """Per pair ``k = (i, j)``: log weights, ``Cov(x0, x_t)``, ``Cov(x1, x_t)``, and the marginal ``N(μ_t, Σ_t)``."""
+        a, b, g = self.interpolant.coefficients(t)
+        r0, r1 = self.rho0, self.rho1
+        if self.cross is not None and (r0.means.shape[0], r1.means.shape[0]) != (1, 1):
+            raise ValueError("Bridge: cross (a coupling covariance) needs one Gaussian at each end")
+        cross = jnp.zeros_like(r0.covs[0]) if self.cross is None else jnp.asarray(self.cross, r0.covs.dtype)
+        S0, S1 = r0.covs[:, None], r1.covs[None, :]  # (K0, 1, d, d), (1, K1, d, d)
+        c0 = a * S0 + b * cross  # Cov(x0, x_t)
+        c1 = a * cross.T + b * S1  # Cov(x1, x_t)
+        cov = a * c0 + b * c1 + g**2 * jnp.eye(r0.dim, dtype=r0.covs.dtype)  # Σ_t (C + Cᵀ enters once each)
+        mean = a * r0.means[:, None] + b * r1.means[None, :]
+        log_w = r0.log_weights[:, None] + r1.log_weights[None, :]
+        d = r0.dim
+        shape = jnp.broadcast_shapes(c0.shape, c1.shape)
+        flat = lambda v, tail: jnp.broadcast_to(v, (*shape[:2], *tail)).reshape(-1, *tail)  # noqa: E731
+        return flat(log_w, ()), flat(c0, (d, d)), flat(c1, (d, d)), GaussianMixture(
+            flat(log_w, ()), flat(mean, (d,)), flat(cov, (d, d)))
+
+    def marginal(self, t) -> GaussianMixture:
+        """``p_t``: the ``K0·K1``-component mixture at time ``t``."""
+        return self._pairs(t)[3]
+
+    def posterior(self, t, x):
+        """``(E[x0 | x_t = x], E[x1 | x_t = x], E[z | x_t = x], ∇ log p_t(x))`` in closed form.
+
+        Per pair, with ``u_k = Σ_t⁻¹(x − μ_t)``: ``x̂0 = μ0 + Cov(x0, x_t) u``, ``x̂1 = μ1 + Cov(x1, x_t) u``,
+        ``η = γ u``, score ``−u``; mixed by the responsibilities.
+        """
+        g = self.interpolant.coefficients(t)[2]
+        _, c0, c1, marg = self._pairs(t)
+        k0, k1 = self.rho0.means.shape[0], self.rho1.means.shape[0]
+        m0 = jnp.repeat(self.rho0.means, k1, axis=0)
+        m1 = jnp.tile(self.rho1.means, (k0, 1))
+        r = marg.responsibilities(x)[:, None]
+        u = jnp.linalg.solve(marg.covs, (x[None, :] - marg.means)[..., None])[..., 0]
+        x0 = m0 + jnp.einsum("kij,kj->ki", c0, u)
+        x1 = m1 + jnp.einsum("kij,kj->ki", c1, u)
+        u = jnp.sum(r * u, 0)
+        return jnp.sum(r * x0, 0), jnp.sum(r * x1, 0), g * u, -u
+
+    def field(self, prediction="velocity"):
+        """Exact per-sample ``fn(t, x)``: ``velocity`` ``b = α̇ x̂0 + β̇ x̂1 + γ̇ η``, ``noise`` ``η``, ``data`` ``x̂0``,
+        ``score`` ``∇ log p_t``; a tuple of names gives a tuple of heads."""
+        names = check_predictions(prediction, self.interpolant)
+
+        def fn(t, x):
+            x0, x1, eta, score = self.posterior(t, x)
+            da, db, dg = self.interpolant.derivatives(t)
+            values = {"velocity": da * x0 + db * x1 + dg * eta, "noise": eta, "data": x0, "score": score}
+            out = tuple(values[name] for name in names)
+            return out[0] if isinstance(prediction, str) else out
+
+        return fn

@@ -258,8 +258,16 @@ def test_check_domain_messages_and_remedies():
         jax.jit(lambda t: I.check_domain(I.linear, "noise", t, 0.9) and t)(0.1)
     bridge = I.Interpolant(lambda t: 1 - t, lambda t: t, lambda t: jnp.sqrt(t * (1 - t)), two_sided=True,
                            t_min=0.1, t_max=0.9)
-    with pytest.raises(ValueError, match="one-sided"):
+    with pytest.raises(ValueError, match="velocity on a two-sided path needs the 'data' prediction"):
         I.check_domain(bridge, "noise", 0.1, 0.9)
+    assert I.check_domain(bridge, ("data", "noise"), 0.1, 0.9, to=("velocity", "score")) is bridge
+    with pytest.raises(ValueError, match=r"singular at t = 0 \(γ\(0\) = 0\).*keep t away from 0 \(the interpolant's t_min"):
+        I.check_domain(I.bridge(gamma="quadratic"), ("velocity", "noise"), 0.0, 1.0, to="score")
+    with pytest.raises(ValueError, match=r"singular at t = 0 \(β\(0\) = 0\)"):
+        I.check_domain(I.bridge(), "data", 0.0, 1.0)
+    assert I.check_domain(I.bridge(), "data", 0.01, 1.0) is not None  # γ ≡ 0: x̂0 alone gives b
+    with pytest.raises(ValueError, match="with γ ≠ 0 also needs η"):
+        I.check_domain(I.bridge(gamma="sin2"), "data", 0.01, 1.0)
 
 
 @pytest.mark.parametrize("build, match", [
@@ -286,8 +294,10 @@ def test_two_sided_interpolant_and_bad_names():
     ip = I.Interpolant(lambda t: 1 - t, lambda t: t, lambda t: jnp.sqrt(2 * t * (1 - t)), two_sided=True, name="bridge",
                          t_min=1e-3, t_max=1 - 1e-3)
     assert ip.two_sided
-    with pytest.raises(ValueError, match="one-sided"):
-        genjax.convert(jnp.ones(2), "noise", "score", ip, 0.5, jnp.ones(2))
+    g = np.sqrt(2 * 0.5 * 0.5)
+    np.testing.assert_allclose(genjax.convert(jnp.ones(2), "noise", "score", ip, 0.5, jnp.ones(2)), -1 / g, rtol=1e-6)
+    with pytest.raises(ValueError, match="not determined.*second head"):
+        genjax.convert(jnp.ones(2), "velocity", "score", ip, 0.5, jnp.ones(2))
     with pytest.raises(ValueError, match="prediction|frm"):
         genjax.convert(jnp.ones(2), "eps", "score", I.linear, 0.5, jnp.ones(2))
 

@@ -28,7 +28,7 @@ from .langevin import (
     ula,
 )
 from .ode import sample_ode, velocity_field
-from .sde import reverse_drift, sample_sde
+from .sde import sample_sde, sde_drift
 
 __all__ = [
     "Kernel",
@@ -47,7 +47,6 @@ __all__ = [
     "mala",
     "map_chunks",
     "polynomial_decay",
-    "reverse_drift",
     "run_chains",
     "sample_annealed_langevin",
     "sample_ddim",
@@ -56,6 +55,7 @@ __all__ = [
     "sample_ode",
     "sample_pc",
     "sample_sde",
+    "sde_drift",
     "sgld",
     "sigma_to_time",
     "ula",

@@ -17,11 +17,11 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import _checks
-from ..interpolants import Interpolant, check_domain, check_prediction
+from ..interpolants import Interpolant, check_domain
 from ..model import check_conditioning, check_output, per_sample
 
 __all__ = ["check_interval", "check_start", "sample_inputs", "map_chunks", "check_samples",
-           "prior_draw", "model_field", "check_sampler_args"]
+           "prior_draw", "model_field", "check_sampler_args", "check_two_sided_start"]
 
 DATA_AXIS = "data"  # the mesh axis samples are sharded over (genjax.train.parallel.DATA_AXIS)
 
@@ -29,8 +29,6 @@ def check_interval(interpolant: Interpolant, t_start, t_end, *, decreasing: bool
     """Resolve ``t_start`` (default ``t_max``) and ``t_end`` (default ``t_min``) inside ``[t_min, t_max]``."""
     if not isinstance(interpolant, Interpolant):
         raise ValueError(f"interpolant must be a genjax.Interpolant, got {type(interpolant).__name__}")
-    if interpolant.two_sided:
-        raise ValueError("samplers need a one-sided interpolant (Gaussian prior); got a two-sided one")
     lo, hi = interpolant.t_min, interpolant.t_max
     t_start = hi if t_start is None else float(t_start)
     t_end = lo if t_end is None else float(t_end)
@@ -59,12 +57,18 @@ def check_start(key, shape, x_init) -> tuple[tuple[int, ...], jax.Array | None]:
     return _checks.check_shape(shape), None
 
 
-def check_sampler_args(model, interpolant: Interpolant, prediction: str, where: str, t_lo: float, t_hi: float,
+def check_sampler_args(model, interpolant: Interpolant, prediction, where: str, t_lo: float, t_hi: float,
                        to=("velocity",)):
     """The checks every model-driven sampler makes before any work (``to``: the conversions it uses)."""
     _checks.check_callable(model, "model", "fn(t, x) or fn(t, x, c)")
-    check_prediction(prediction)
     check_domain(interpolant, prediction, t_lo, t_hi, to=to, what=where)
+
+
+def check_two_sided_start(interpolant: Interpolant, x_init, where: str) -> None:
+    """A two-sided path has no Gaussian prior to draw from: ``x_init`` is required."""
+    if interpolant.two_sided and x_init is None:
+        raise ValueError(f"{where}: a two-sided interpolant has no Gaussian prior to draw from: pass x_init (samples "
+                         "of ρ1 to run backward from t_max, of ρ0 to run forward from t_min)")
 
 
 def sample_inputs(key, shape, x_init, c):
@@ -79,10 +83,16 @@ def prior_draw(key, event_shape, std):
     return std * jax.random.normal(key, event_shape)
 
 
-def model_field(model, c, event_shape, dtype, where: str):
+def num_heads(prediction) -> int:
+    """How many outputs a model predicting ``prediction`` (a name or a tuple of names) returns."""
+    return 1 if isinstance(prediction, str) else len(prediction)
+
+
+def model_field(model, c, event_shape, dtype, where: str, prediction="velocity"):
     """The per-sample model with ``c`` bound, after checking its output once per trace."""
+    heads = num_heads(prediction)
     x_spec = jax.ShapeDtypeStruct(tuple(event_shape), dtype)
-    check_output(model, jnp.zeros((), jnp.result_type(float)), x_spec, c, where=where)
+    check_output(model, jnp.zeros((), jnp.result_type(float)), x_spec, c, where=where, heads=heads)
     return per_sample(model, c)
 
 

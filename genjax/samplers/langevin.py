@@ -32,7 +32,7 @@ from .discrete import check_times
 from .common import (check_interval, check_sampler_args, check_samples, check_start, map_chunks, model_field,
                      prior_draw, sample_inputs)
 from .ode import velocity_field
-from .sde import check_diffusion, resolve_diffusion, reverse_drift, sde_terms
+from .sde import check_diffusion, resolve_diffusion, sde_drift, sde_terms
 
 __all__ = [
     "Kernel",
@@ -326,7 +326,7 @@ def _pc(model, interpolant, prediction, event_shape, dtype, corrector_steps, pre
         if diffusion is None:  # PF-ODE Euler step
             v = velocity_field(f, interpolant, prediction)
             return integrate(lambda tt, yy, args: v(tt, yy), yi, t, s, solver="euler", num_steps=1)[0]
-        terms = sde_terms(reverse_drift(f, interpolant, prediction, diffusion), diffusion, yi, ki)
+        terms = sde_terms(sde_drift(f, interpolant, prediction, diffusion), diffusion, yi, ki)
         return integrate(None, yi, t, s, solver="euler", num_steps=1, terms=terms, adjoint=diffrax.ForwardMode())[0]
 
     def step(y, inputs):

@@ -16,14 +16,15 @@ from .. import _checks
 from ..interpolants import Interpolant, convert
 from ..model import filter_jit
 from ..ode import SOLVERS, check_grid, integrate, raise_on_failure, resolve_solver, summarize
-from .common import (check_interval, check_sampler_args, check_samples, check_start, map_chunks, model_field,
-                     prior_draw, sample_inputs)
+from .common import (check_interval, check_sampler_args, check_samples, check_start, check_two_sided_start, map_chunks,
+                     model_field, prior_draw, sample_inputs)
 
 __all__ = ["SOLVERS", "sample_ode", "velocity_field", "resolve_times", "check_save_times", "trajectory_stats"]
 
 
-def velocity_field(fn, interpolant: Interpolant, prediction: str):
-    """Per-sample PF-ODE velocity ``v(t, x)`` from a per-sample model predicting ``prediction`` (MATH.md §3)."""
+def velocity_field(fn, interpolant: Interpolant, prediction):
+    """Per-sample ODE velocity ``v(t, x)`` from a per-sample model predicting ``prediction`` (MATH.md §3):
+    the PF-ODE velocity of a one-sided path, ``b`` of a two-sided one (MATH.md §10)."""
     return lambda t, x: convert(fn(t, x), prediction, "velocity", interpolant, t, x)
 
 
@@ -64,7 +65,7 @@ def trajectory_stats(stats: dict, save_times) -> dict:
 def _ode(model, interpolant, prediction, event_shape, dtype, solver, num_steps, ts, rtol, atol, controller,
          max_steps, save_times, t_start, t_end, inputs):
     def one(key, x0, c):
-        f = model_field(model, c, event_shape, dtype, "sample_ode")
+        f = model_field(model, c, event_shape, dtype, "sample_ode", prediction)
         v = velocity_field(f, interpolant, prediction)
         x0 = prior_draw(key, event_shape, interpolant.sigma(t_start)).astype(dtype) if x0 is None else x0
         return integrate(lambda t, y, args: v(t, y), x0, t_start, t_end, solver=solver, num_steps=num_steps, ts=ts,
@@ -74,7 +75,7 @@ def _ode(model, interpolant, prediction, event_shape, dtype, solver, num_steps, 
     return jax.vmap(one)(*inputs)
 
 
-def sample_ode(model, interpolant: Interpolant, key=None, shape=None, *, prediction: str, solver="tsit5",
+def sample_ode(model, interpolant: Interpolant, key=None, shape=None, *, prediction, solver="tsit5",
                num_steps: int = 100, ts=None, rtol: float = 1e-5, atol: float = 1e-5, stepsize_controller=None,
                max_steps: int | None = None, t_start=None, t_end=None, x_init=None, c=None, save_times=None,
                chunk_size: int | None = None, mesh=None):
@@ -84,13 +85,17 @@ def sample_ode(model, interpolant: Interpolant, key=None, shape=None, *, predict
     al. 2023 (flow matching), in this project's time convention: from ``t_start`` (default
     ``t_max``) down to ``t_end`` (default ``t_min``), starting from ``x_init`` or from
     ``N(0, σ(t_start)² I)``.  ``t_end > t_start`` (encoding data to noise) needs ``x_init``.
+    A two-sided path (MATH.md §10) transports with ``b`` itself, either way: backward from
+    samples of ``ρ1`` (default ``t_max → t_min``) or forward from samples of ``ρ0``
+    (``t_start=ip.t_min, t_end=ip.t_max``); ``x_init`` is required.
 
     Args:
       model: per-sample model ``fn(t, x)`` or ``fn(t, x, c)``, passed as data (:mod:`genjax.model`).
-      interpolant: a one-sided :class:`~genjax.interpolants.Interpolant`.
+      interpolant: an :class:`~genjax.interpolants.Interpolant` (one- or two-sided).
       key: PRNG key for the prior draws (sample ``i`` uses ``split(key, n)[i]``; unused with ``x_init``).
       shape: ``(n, *event_shape)``; may be omitted with ``x_init``.
-      prediction: what the model predicts: ``velocity | noise | data | score`` (required).
+      prediction: what the model predicts: ``velocity | noise | data | score`` (required), or on
+        a two-sided path a tuple of them for a multi-head model (``b`` must follow from it).
       solver: ``euler | heun | midpoint`` (``num_steps`` fixed steps), ``tsit5 | dopri5``
         (adaptive, PID controller with ``rtol``/``atol``, first step ``Δt/num_steps``), or a
         diffrax explicit solver object; ``stepsize_controller`` replaces the default controller.
@@ -117,6 +122,7 @@ def sample_ode(model, interpolant: Interpolant, key=None, shape=None, *, predict
     num_steps = _checks.check_positive_int(num_steps, "num_steps")
     rtol, atol = _checks.check_positive_float(rtol, "rtol"), _checks.check_positive_float(atol, "atol")
     max_steps = _checks.check_optional_positive_int(max_steps, "max_steps")
+    check_two_sided_start(interpolant, x_init, "sample_ode")
     if t_end > t_start and x_init is None:
         raise ValueError("integrating forward in time (t_end > t_start) encodes data: pass x_init")
     shape, x_init = check_start(key, shape, x_init)
