@@ -5,12 +5,12 @@ Data at t = 0, prior at t = 1 (docs/MATH.md).  A model is a per-sample callable 
 takes it with an ``Interpolant`` and a prediction name.
 """
 
-from . import data, flows, guidance, interpolants, losses, metrics, model, nets, ode, samplers, stats, targets, train
+from . import couplings, data, flows, guidance, interpolants, losses, metrics, model, nets, ode, samplers, stats, targets, train
 from .guidance import classifier_free
 from .interpolants import Interpolant, convert
 from .likelihood import bits_per_dim, cnf_log_prob, log_likelihood
 from .losses import interpolant_loss
-from .model import Model
+from .model import Heads, Model
 from .runs import load_run, save_run
 from .samplers import sample_annealed_langevin, sample_ddim, sample_ddpm, sample_heun, sample_ode, sample_pc, sample_sde
 from .train import TrainState, fit, train_interpolant
@@ -18,6 +18,7 @@ from .train import TrainState, fit, train_interpolant
 __version__ = "0.1.0"
 
 __all__ = [
+    "Heads",
     "Interpolant",
     "Model",
     "TrainState",
@@ -25,6 +26,7 @@ __all__ = [
     "classifier_free",
     "cnf_log_prob",
     "convert",
+    "couplings",
     "data",
     "fit",
     "flows",

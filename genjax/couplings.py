@@ -30,6 +30,7 @@ from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
+from .interpolants import Interpolant, bridge
 from ._checks import check_choice, check_finite, check_positive_float, check_positive_int, float_batch
 
 __all__ = [
@@ -196,7 +197,8 @@ class SchrodingerBridge:
     The Schrödinger bridge with reference ``σW`` has the endpoint coupling of entropic OT at
     ``ε = 2σ²`` (reference endpoint law ∝ ``exp(−‖x1 − x0‖²/(2σ²))``; torchcfm's
     ``reg=2*sigma**2``): :class:`Sinkhorn` at that ``ε``.  Train with the bridge interpolant
-    ``x_t = (1 − t) x0 + t x1 + σ sqrt(t(1 − t)) z`` of the same ``sigma``.
+    ``x_t = (1 − t) x0 + t x1 + σ sqrt(t(1 − t)) z`` of the same ``sigma`` (:attr:`interpolant`);
+    its SDE is the forward/backward SDE of MATH.md §10 with ``ε = σ²/2`` (:attr:`diffusion`).
     """
 
     sigma: float
@@ -210,6 +212,16 @@ class SchrodingerBridge:
     @property
     def epsilon(self) -> float:
         return 2.0 * self.sigma**2
+
+    @functools.cached_property
+    def interpolant(self) -> Interpolant:
+        """The Brownian bridge ``x_t = (1 − t) x0 + t x1 + σ sqrt(t(1 − t)) z`` (``genjax.interpolants.bridge``)."""
+        return bridge(path="linear", gamma="brownian", a=self.sigma**2)
+
+    @property
+    def diffusion(self) -> float:
+        """``ε = σ²/2``: the bridge SDE ``dX = [b ± ε s] dt + σ dW``."""
+        return 0.5 * self.sigma**2
 
     @property
     def entropic(self) -> Sinkhorn:

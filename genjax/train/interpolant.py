@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from .. import interpolants
 from ..guidance import check_label_dropout, drop_conditioning
-from ..interpolants import Interpolant, check_prediction
+from ..interpolants import Interpolant, check_predictions
 from ..losses.interpolant import interpolant_loss
 from ..model import Model
 from .loop import fit
@@ -83,8 +83,8 @@ def _keyed_model(train_apply_fn: Callable) -> Callable:
 
 
 def interpolant_objective(
-    apply_fn: Callable, interpolant: Interpolant, *, prediction: str, weighting="unit", time_sampling="uniform",
-    p_uncond: float = 0.0, null: Any = None, train_apply_fn: Callable | None = None,
+    apply_fn: Callable, interpolant: Interpolant, *, prediction, weighting="unit", time_sampling="uniform",
+    p_uncond: float = 0.0, null: Any = None, train_apply_fn: Callable | None = None, antithetic: bool = False,
 ) -> Callable:
     """``loss_fn(params, batch, key) = mean_i interpolant_loss(Model(apply_fn, params), ...)``.
 
@@ -99,8 +99,12 @@ def interpolant_objective(
     receives a per-sample PRNG key (e.g. ``lambda p, t, x, c, k: net.apply(p, t, x, c,
     train=True, rngs={"dropout": k})`` for dropout).  Both draw from ``fold_in(key, ·)``, so
     the loss's own randomness (times and noise) is the same with or without them.
+
+    Two-sided paths: ``prediction`` may name several heads, e.g. ``("velocity", "noise")`` with an
+    ``apply_fn`` returning ``(b̂, η̂)``; ``antithetic=True`` uses the antithetic loss
+    (:func:`genjax.losses.interpolant_loss`).
     """
-    check_prediction(prediction)
+    check_predictions(prediction, interpolant)
     check_label_dropout(p_uncond, null)
     keyed = None if train_apply_fn is None else _keyed_model(train_apply_fn)
 
@@ -114,7 +118,8 @@ def interpolant_objective(
         if keyed is not None:
             c = {"c": c, "key": jax.random.split(jax.random.fold_in(key, 2), jnp.shape(x0)[0])}
         losses = interpolant_loss(model, interpolant, x0, key, prediction=prediction,
-                                  weighting=weighting, time_sampling=time_sampling, x1=x1, c=c)
+                                  weighting=weighting, time_sampling=time_sampling, x1=x1, c=c,
+                                  antithetic=antithetic)
         return jnp.mean(losses), {}
 
     return loss_fn
@@ -128,12 +133,13 @@ def train_interpolant(
     *,
     key: jax.Array,
     optimizer,
-    prediction: str,
+    prediction,
     weighting="unit",
     time_sampling="uniform",
     p_uncond: float = 0.0,
     null: Any = None,
     train_apply_fn: Callable | None = None,
+    antithetic: bool = False,
     **fit_kwargs,
 ) -> tuple[TrainState, dict]:
     """Train ``apply_fn(params, t, x)`` to predict ``prediction`` along ``interpolant``.
@@ -143,11 +149,12 @@ def train_interpolant(
     ``{"x0", "x1", "c"}``, see :func:`split_batch`), a callable ``data(key, batch_size)`` or a
     host iterator; ``fit_kwargs`` include ``num_steps`` and ``batch_size`` (required) and
     every other ``fit`` option.  ``p_uncond``, ``null`` (label dropout for classifier-free
-    guidance) and ``train_apply_fn`` (per-sample keys, e.g. dropout): see
-    :func:`interpolant_objective`.  ``genjax.Model(apply_fn, state.ema_params)`` is then the
+    guidance), ``train_apply_fn`` (per-sample keys, e.g. dropout) and ``antithetic``: see
+    :func:`interpolant_objective`.  Two-sided paths take ``data`` as ``(x0, x1)`` arrays or
+    a coupled sampler (:func:`genjax.couplings.coupled_data`).  ``genjax.Model(apply_fn, state.ema_params)`` is then the
     trained model for any sampler (guided: :func:`genjax.guidance.classifier_free`).
     """
     loss_fn = interpolant_objective(apply_fn, interpolant, prediction=prediction, weighting=weighting,
                                     time_sampling=time_sampling, p_uncond=p_uncond, null=null,
-                                    train_apply_fn=train_apply_fn)
+                                    train_apply_fn=train_apply_fn, antithetic=antithetic)
     return fit(loss_fn, TrainState.create(params, optimizer, key), data, **fit_kwargs)
