@@ -36,7 +36,7 @@ import orbax.checkpoint as ocp
 
 from . import interpolants as _interpolants
 from . import nets as _nets
-from .interpolants import PREDICTIONS, Interpolant
+from .interpolants import Interpolant, check_predictions
 from .model import Model
 
 __all__ = ["Run", "save_run", "load_run", "RUN_FILE", "PARAMS_DIR"]
@@ -45,7 +45,7 @@ RUN_FILE = "run.json"
 PARAMS_DIR = "params"
 FORMAT = "genjax-run"
 VERSION = 1
-PRESETS = ("linear", "trig", "vp", "subvp", "ve", "ddpm", "cosine")
+PRESETS = ("linear", "trig", "vp", "subvp", "ve", "ddpm", "cosine", "bridge")
 _SKIP_FIELDS = ("parent", "name")  # Flax linen bookkeeping, not constructor arguments
 
 
@@ -65,7 +65,7 @@ class Run:
 
     model: Model
     interpolant: Interpolant
-    prediction: str
+    prediction: str | tuple[str, ...]
     config: dict
     event_shape: tuple[int, ...]
     net: Any = None
@@ -174,7 +174,18 @@ def _jsonable(value: Any) -> Any:
 
 
 # -- save / load ---------------------------------------------------------------------------
-def save_run(run_dir, *, net, params, interpolant, prediction: str, config: Any, event_shape) -> Path:
+def _check_prediction(prediction, interpolant: Interpolant, where: str):
+    """A prediction name, or (two-sided) a tuple of names for a multi-head net; a ``ValueError`` names the problem."""
+    if isinstance(prediction, list):
+        prediction = tuple(prediction)
+    try:
+        check_predictions(prediction, interpolant)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return prediction
+
+
+def save_run(run_dir, *, net, params, interpolant, prediction, config: Any, event_shape) -> Path:
     """Write ``params`` (Orbax) and ``run.json`` to ``run_dir`` (created; an existing run is replaced).
 
     Args:
@@ -184,13 +195,14 @@ def save_run(run_dir, *, net, params, interpolant, prediction: str, config: Any,
       interpolant: the preset the model was trained on: a name (``"linear"``), a default
         preset object (``interpolants.linear``) or ``(name, kwargs)`` for a re-parameterised
         one, e.g. ``("ve", {"sigma_min": 0.01, "sigma_max": 10.95})``.
-      prediction: ``velocity | noise | data | score``.
+      prediction: ``velocity | noise | data | score``, or for a two-sided preset (``bridge``) a tuple
+        of them for a multi-head net (e.g. ``TimeMLP(heads=2)`` with ``("velocity", "noise")``).
       config: the experiment's config (a dataclass or a dict; stored as JSON).
       event_shape: the per-sample shape, e.g. ``(2,)``.
     Returns the run directory.
     """
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"save_run: prediction={prediction!r} is not one of {PREDICTIONS}")
+    spec = _interpolant_spec(interpolant)
+    prediction = _check_prediction(prediction, _build_interpolant(spec, "save_run"), "save_run")
     event_shape = tuple(int(s) for s in np.atleast_1d(event_shape))
     if not event_shape or any(s < 1 for s in event_shape):
         raise ValueError(f"save_run: event_shape must be a non-empty shape of positive sizes, got {event_shape}")
@@ -198,8 +210,8 @@ def save_run(run_dir, *, net, params, interpolant, prediction: str, config: Any,
         "format": FORMAT,
         "version": VERSION,
         "net": _net_spec(net),
-        "interpolant": _interpolant_spec(interpolant),
-        "prediction": prediction,
+        "interpolant": spec,
+        "prediction": prediction if isinstance(prediction, str) else list(prediction),
         "event_shape": list(event_shape),
         "params": PARAMS_DIR,
         "config": _jsonable(config),
@@ -265,9 +277,6 @@ def load_run(run_dir) -> Run:
     missing = [k for k in ("net", "interpolant", "prediction", "event_shape", "config") if k not in record]
     if missing:
         raise ValueError(f"{where}: {RUN_FILE} lacks {missing}")
-    prediction = record["prediction"]
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"{where}: prediction {prediction!r} is not one of {PREDICTIONS}")
     net_spec = record["net"]
     try:
         fields = tuple(sorted((str(k), _decode_value(v)) for k, v in net_spec["fields"].items()))
@@ -278,6 +287,7 @@ def load_run(run_dir) -> Run:
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     interpolant = _build_interpolant(record["interpolant"], where)
+    prediction = _check_prediction(record["prediction"], interpolant, where)
     params_dir = run_dir / record.get("params", PARAMS_DIR)
     if not params_dir.is_dir():
         raise FileNotFoundError(f"{where}: the parameter checkpoint {str(params_dir)!r} is missing")

@@ -27,7 +27,9 @@ class TimeMLP(nn.Module):
 
     Works per sample (scalar ``t``, ``x`` of shape ``(d,)``) and batched (``t`` scalar or
     ``(n,)``, ``x`` of shape ``(n, d)``).  Output dimension ``out_dim`` (default ``d``).
-    ``zero_init`` zero-initialises the output layer (the model starts at 0).
+    ``zero_init`` zero-initialises the output layer (the model starts at 0).  ``heads > 1``
+    returns a tuple of ``heads`` outputs of that dimension from one shared trunk (a two-sided
+    ``(b, η)`` model, ``prediction=("velocity", "noise")``).
 
     Low time frequencies keep the learned field smooth in ``t``: on the quickstart, adaptive
     PF-ODE sampling took 91–295 NFE with 8 frequencies up to 30, against 481–709 with 16 up
@@ -40,6 +42,7 @@ class TimeMLP(nn.Module):
     max_frequency: float = 30.0
     activation: Callable = nn.silu
     zero_init: bool = False
+    heads: int = 1
 
     @nn.compact
     def __call__(self, t, x):
@@ -51,4 +54,8 @@ class TimeMLP(nn.Module):
         for width in self.hidden:
             h = self.activation(nn.Dense(width)(h))
         init = nn.initializers.zeros if self.zero_init else nn.linear.default_kernel_init
-        return nn.Dense(self.out_dim or x.shape[-1], kernel_init=init)(h)
+        out_dim = self.out_dim or x.shape[-1]
+        out = nn.Dense(out_dim * self.heads, kernel_init=init)(h)
+        if self.heads == 1:
+            return out
+        return tuple(out[..., i * out_dim:(i + 1) * out_dim] for i in range(self.heads))
