@@ -6,6 +6,9 @@ it (a scatter of the first two coordinates, or a grid of images for ``(H, W, C)`
 and prints the NFE and the wall time::
 
     python -m genjax.sample runs/quickstart/FM --sampler ode --n 4000 --chunk-size 1000 --out fm.npy
+
+A two-sided (bridge) run starts from given points: ``--x-init x1.npy`` (samples of ρ1, run back
+to ρ0) or ``--x-init x0.npy --forward``; its SDE needs ``--diffusion``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class SampleConfig:
     """ODE solver (--sampler ode): tsit5/dopri5 adaptive with --tol, the others with --num-steps fixed steps."""
     tol: float = 1e-4
     """rtol = atol of an adaptive ODE solve."""
+    x_init: str | None = None
+    """A .npy of starting points (then --n is its row count); required for a two-sided (bridge) run: samples of rho1, or of rho0 with --forward."""
+    forward: bool = False
+    """Run t_min -> t_max (ode, sde): encode data, or carry rho0 to rho1 on a bridge."""
+    diffusion: float | None = None
+    """Constant SDE diffusion eps (--sampler sde); default g^2/2 (one-sided runs; a bridge needs it)."""
 
     def __post_init__(self):
         if self.n < 1:
@@ -65,16 +74,21 @@ class SampleConfig:
 
 def sample_run(run, cfg: SampleConfig):
     """``(samples, stats)`` from a loaded :class:`genjax.runs.Run` with the sampler named in ``cfg``."""
-    shape = (cfg.n, *run.event_shape)
     key = jax.random.key(cfg.seed)
-    common = dict(prediction=run.prediction, chunk_size=cfg.chunk_size)
-    steps = {} if cfg.num_steps is None else {"num_steps": cfg.num_steps}
     ip, model = run.interpolant, run.model
+    x_init = None if cfg.x_init is None else np.load(cfg.x_init)
+    shape = (cfg.n, *run.event_shape) if x_init is None else None
+    common = dict(prediction=run.prediction, chunk_size=cfg.chunk_size, x_init=x_init)
+    steps = {} if cfg.num_steps is None else {"num_steps": cfg.num_steps}
+    if cfg.forward:
+        if cfg.sampler not in ("ode", "sde"):
+            raise ValueError(f"--forward runs only with --sampler ode or sde, got --sampler {cfg.sampler}")
+        steps.update(t_start=ip.t_min, t_end=ip.t_max)
     if cfg.sampler == "ode":
         return samplers.sample_ode(model, ip, key, shape, solver=cfg.solver, rtol=cfg.tol, atol=cfg.tol, **steps,
                                    **common)
     if cfg.sampler == "sde":
-        return samplers.sample_sde(model, ip, key, shape, **steps, **common)
+        return samplers.sample_sde(model, ip, key, shape, diffusion=cfg.diffusion, **steps, **common)
     if cfg.sampler == "ddpm":
         if ip.num_steps is None and cfg.num_steps is None:
             steps = {"num_steps": 1000}
@@ -133,9 +147,9 @@ def main(args=None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, samples)
     nfe = int(np.max(np.asarray(stats["nfe"])))
-    title = f"{Path(cfg.run_dir).name}: {cfg.sampler}, {cfg.n} samples, NFE {nfe}"
+    title = f"{Path(cfg.run_dir).name}: {cfg.sampler}, {len(samples)} samples, NFE {nfe}"
     figure(samples, out.with_suffix(".png"), title)
-    print(f"{cfg.sampler}: {cfg.n} samples of shape {run.event_shape}, NFE {nfe}, {seconds:.2f} s "
+    print(f"{cfg.sampler}: {len(samples)} samples of shape {run.event_shape}, NFE {nfe}, {seconds:.2f} s "
           f"(incl. compilation) -> {out}, {out.with_suffix('.png')}")
     return out
 

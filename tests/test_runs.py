@@ -46,6 +46,13 @@ def test_two_head_bridge_run_round_trips(tmp_path):
     xs, _ = genjax.sample_sde(run.model, run.interpolant, jax.random.key(1), x_init=x, prediction=run.prediction,
                               diffusion=0.1, num_steps=4)
     assert xs.shape == x.shape
+    np.save(tmp_path / "x0.npy", np.asarray(x))
+    cfg = SampleConfig(run_dir=str(tmp_path / "b"), sampler="sde", x_init=str(tmp_path / "x0.npy"), forward=True,
+                       diffusion=0.1, num_steps=4)
+    ys, stats = sample_run(run, cfg)
+    assert ys.shape == x.shape and int(stats["nfe"]) == 4
+    with pytest.raises(ValueError, match="pass x_init"):
+        sample_run(run, SampleConfig(run_dir=str(tmp_path / "b"), n=3))
     with pytest.raises(ValueError, match="several heads are for two-sided"):
         genjax.save_run(tmp_path / "c", net=net, params=p, interpolant="linear", prediction=("velocity", "noise"),
                         config={}, event_shape=(2,))
