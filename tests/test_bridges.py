@@ -273,3 +273,26 @@ def test_ot_coupled_gaussian_ode_is_the_gaussian_ot_map():
     xs, _ = sample_ode(bridge.field("velocity"), ip, x_init=x0, t_start=0.0, t_end=1.0, prediction="velocity")
     want = M1 + (np.asarray(x0, np.float64) - M0) @ A.T
     np.testing.assert_allclose(xs, want, atol=2e-3)
+
+
+def test_sb_cfm_target_is_the_bridge_velocity_target():
+    """SB-CFM (Tong et al. 2023) writes the target as x1 − x0 + ((1−2t)/(2t(1−t)))(x_t − μ_t); on the Brownian bridge of
+    the same σ it is the loss's α̇x0 + β̇x1 + γ̇z (MATH.md §11), and ε = σ²/2 is the bridge SDE's diffusion."""
+    sigma = 0.7
+    sb = genjax.couplings.schrodinger_bridge(sigma)
+    ip = sb.interpolant
+    assert sb.epsilon == pytest.approx(2 * sigma**2) and sb.diffusion == pytest.approx(sigma**2 / 2)
+    n = 64
+    k0, k1 = jax.random.split(jax.random.key(12))
+    x0, x1 = RHO0.sample(k0, n), RHO1.sample(k1, n)
+    key = jax.random.key(13)
+    # the loss's documented per-sample randomness: (k_t, k_z) = split(split(key, n)[i]), t ~ U(t_min, t_max)
+    draws = [jax.random.split(k) for k in jax.random.split(key, n)]
+    ts = np.array([float(jax.random.uniform(kt, (), minval=ip.t_min, maxval=ip.t_max)) for kt, _ in draws])
+    zs = np.stack([np.asarray(jax.random.normal(kz, (2,))) for _, kz in draws]).astype(np.float64)
+    x0n, x1n = np.asarray(x0, np.float64), np.asarray(x1, np.float64)
+    mu = (1 - ts)[:, None] * x0n + ts[:, None] * x1n
+    xts = mu + sigma * np.sqrt(ts * (1 - ts))[:, None] * zs
+    target = x1n - x0n + ((1 - 2 * ts) / (2 * ts * (1 - ts)))[:, None] * (xts - mu)
+    loss = interpolant_loss(lambda t, x: jnp.zeros_like(x), ip, x0, key, prediction="velocity", x1=x1)
+    np.testing.assert_allclose(loss, np.sum(target**2, 1), rtol=2e-3)
