@@ -296,3 +296,48 @@ def test_sb_cfm_target_is_the_bridge_velocity_target():
     target = x1n - x0n + ((1 - 2 * ts) / (2 * ts * (1 - ts)))[:, None] * (xts - mu)
     loss = interpolant_loss(lambda t, x: jnp.zeros_like(x), ip, x0, key, prediction="velocity", x1=x1)
     np.testing.assert_allclose(loss, np.sum(target**2, 1), rtol=2e-3)
+
+
+def test_regression_of_the_targets_on_x_t_is_b_and_eta():
+    """MATH.md 9.12: least squares of ẋ_t and z on (1, x_t) over draws (x0, x1, z) (exact for Gaussians: E[·|x_t] is
+    affine) reproduces the closed-form b* and η* at test points."""
+    n, t = 200_000, 0.3
+    ip = BROWNIAN
+    k0, k1, kz = jax.random.split(jax.random.key(14), 3)
+    x0, x1 = (np.asarray(r.sample(k, n), np.float64) for r, k in ((RHO0, k0), (RHO1, k1)))
+    z = np.asarray(jax.random.normal(kz, (n, 2)), np.float64)
+    a, b, g, da, db, dg = gaussian_fields(ip, t, np.zeros(2))["coef"]
+    xt = a * x0 + b * x1 + g * z
+    design = np.concatenate([np.ones((n, 1)), xt], 1)
+    coef_v, *_ = np.linalg.lstsq(design, da * x0 + db * x1 + dg * z, rcond=None)
+    coef_z, *_ = np.linalg.lstsq(design, z, rcond=None)
+    field = T.Bridge(RHO0, RHO1, ip).field(("velocity", "noise"))
+    for x in ([0.5, 0.2], [2.0, -1.0], [1.0, 1.0]):
+        b_code, eta_code = field(jnp.float32(t), jnp.asarray(x, jnp.float32))
+        q = np.concatenate([[1.0], x])
+        np.testing.assert_allclose(b_code, q @ coef_v, atol=0.02)  # MC SE of the fit ~ 3e-3
+        np.testing.assert_allclose(eta_code, q @ coef_z, atol=0.01)
+
+
+def test_b_transports_and_the_endpoint_velocity_does_not():
+    """MATH.md §10: d/dt E‖x_t‖² = E[2 x_t·b(t, x_t)] for the code's b; E[α̇x0 + β̇x1 | x_t] = b + γγ̇ s misses it by
+    2γγ̇ E[x·s] = −2dγγ̇ (the minus sign of b = E[α̇x0 + β̇x1 | x_t] − γγ̇ s)."""
+    n, t, h = 400_000, 0.2, 1e-3
+    ip = BROWNIAN
+
+    def expected_square(s):  # E‖x_s‖² = ‖μ_s‖² + tr Σ_s, float64
+        a, b, g = (float(v) for v in ip.coefficients(s))
+        return float(np.sum((a * M0 + b * M1) ** 2) + np.trace(a**2 * S0 + b**2 * S1) + 2 * g**2)
+
+    a, b, g = (float(v) for v in ip.coefficients(t))
+    want = (expected_square(t + h) - expected_square(t - h)) / (2 * h)
+    xs = T.Bridge(RHO0, RHO1, ip).marginal(jnp.float32(t)).sample(jax.random.key(15), n)
+    b_field, s_field = (jax.vmap(T.Bridge(RHO0, RHO1, ip).field(name), (None, 0)) for name in ("velocity", "score"))
+    xb = np.asarray(jnp.sum(2 * xs * b_field(jnp.float32(t), xs), 1), np.float64)
+    xs_s = np.asarray(jnp.sum(xs * s_field(jnp.float32(t), xs), 1), np.float64)
+    assert abs(xb.mean() - want) < 4 * xb.std() / np.sqrt(n)
+    gdg = g * float(ip.derivatives(jnp.float32(t))[2])
+    assert abs(xs_s.mean() + 2) < 4 * xs_s.std() / np.sqrt(n)  # E[x·s] = −d
+    se = xb.std() / np.sqrt(n)
+    endpoint = xb.mean() + 2 * gdg * xs_s.mean()
+    assert abs(endpoint - want + 4 * gdg) < 4 * se + 0.01 and 4 * gdg > 40 * se  # off by −2dγγ̇ = −0.6 (d = 2)
