@@ -65,17 +65,17 @@ def test_exact_ot_matches_scipy_optimum_and_solvers_agree():
 
 def test_exact_ot_pairs_of_a_shifted_gaussian_are_straight():
     """N(0, I) → N(m, I): the OT map is x + m, so the CFM defect L* = E‖(x1 − x0) − m‖² of minibatch OT pairs falls
-    towards 0 as the batch grows (0.15, 0.07, 0.02 at n = 128, 512, 2048 here), against 2d = 4 for independent pairs."""
+    towards 0 as the batch grows (0.15, 0.07, 0.03 at n = 128, 512, 1024 here), against 2d = 4 for independent pairs."""
     m = jnp.array([3.0, 0.0])
     defects = []
-    for n in (128, 2048):
+    for n in (128, 1024):
         x0 = jax.random.normal(jax.random.key(0), (n, 2))
         x1 = jax.random.normal(jax.random.key(1), (n, 2)) + m
         a, b = couplings.exact_ot("host")(jax.random.key(2), x0, x1)
         defects.append(float(jnp.mean(jnp.sum((b - a - m) ** 2, 1))))
     independent = float(jnp.mean(jnp.sum((x1 - x0 - m) ** 2, 1)))
     assert abs(independent - 4.0) < 0.3  # 2d, SE ≈ 0.12
-    assert defects[0] < 0.1 * independent and defects[1] < 0.25 * defects[0]
+    assert defects[0] < 0.1 * independent and defects[1] < 0.4 * defects[0]
 
 
 def test_exact_ot_on_images_flattens_the_event():
