@@ -2,7 +2,7 @@
 
 Each experiment runs in its own process (``python experiments/<name>.py --out runs/<name>``) and
 writes ``runs/<name>/results.json`` as usual; its figures are then copied into ``docs/figures/``.
-With every experiment this takes about 20–25 minutes on an idle 2-core CPU (most of it
+With every experiment this takes about 35 minutes on an idle 2-core CPU (most of it ``bridges``,
 ``score_matching``, ``flows_2d`` and ``ncsn_2d``); ``--experiments`` picks some, ``--copy-only`` copies the
 figures of earlier runs without running anything.
 
@@ -38,9 +38,10 @@ FIGURES = {
     "flows_2d": {"density.png": "flows_2d_density.png"},
     "digits": {"samples.png": "digits_samples.png", "guidance_sweep.png": "digits_guidance_sweep.png"},
     "patches": {"samples.png": "patches_samples.png"},
+    "bridges": {"trajectories.png": "bridges_trajectories.png", "nfe.png": "bridges_nfe.png"},
 }
 Experiment = Literal["quickstart", "mle_trinity", "mode_covering", "estimators_1d", "langevin", "anomaly_detection",
-                     "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches"]
+                     "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches", "bridges"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@
   sliced / exact Wasserstein, Fréchet distance), NLL and bits/dim reporting, sample
   cross-entropy, data floors;
 * :mod:`.knn` — k-NN precision and recall (Kynkäänniemi et al. 2019);
+* :mod:`.paths` — straightness and path energy of a transport ODE (MATH.md §11);
 * :mod:`.features` — feature networks for images (a cached digit classifier, fixed random
   convolutional features);
 * :mod:`.image` — the image metric table with its data floor, conditional accuracy, and
@@ -20,6 +21,7 @@ from .features import (
 )
 from .image import conditional_accuracy, image_bits_per_dim, image_metrics
 from .knn import knn_precision_recall
+from .paths import Trajectory, normalised_path_energy, ode_trajectory, path_energy, straightness
 from .samples import (
     MEDIAN_MULTIPLES,
     cross_entropy,
@@ -49,6 +51,11 @@ __all__ = [
     "data_floor",
     "MEDIAN_MULTIPLES",
     "knn_precision_recall",
+    "Trajectory",
+    "ode_trajectory",
+    "straightness",
+    "path_energy",
+    "normalised_path_energy",
     "FeatureNet",
     "ClassifierConfig",
     "DEFAULT_CACHE_DIR",
