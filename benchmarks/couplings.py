@@ -10,11 +10,15 @@ first call of a compiled program runs ~1.5× slower; compilation is never timed)
 * exact OT, ``solver="device"``: ``optax.assignment.hungarian_algorithm`` inside the step;
 * exact OT, ``solver="host"``: scipy's ``linear_sum_assignment`` through ``jax.pure_callback``,
   the CPU-side solver of torchcfm's OT-CFM (the anchor);
+* exact OT, ``solver="auction"``: Bertsekas' ε-scaled Jacobi auction inside the step;
 * Sinkhorn (ott-jax, in the step) at ``--epsilon``;
 * SB-CFM pairs (entropic OT at ε = 2σ², ``--sigma``), trained here on the same linear path.
 
 Also reported per coupling: the time of the coupling alone on one batch (jitted, best of 3),
-the mean ``‖x1 − x0‖²`` of its pairs, and Sinkhorn's iteration count.
+the mean ``‖x1 − x0‖²`` of its pairs, and the solver's iterations (Sinkhorn iterations, auction
+bidding rounds).  A second table times the three exact-OT solvers alone on batches of
+``--assignment-sizes`` (best of 3; one timed call above n = 1024; the device Hungarian only up
+to ``--hungarian-max-n``).
 
     python benchmarks/couplings.py [--steps 20] [--batch-sizes 256 1024]   # writes runs/couplings/
 """
@@ -38,7 +42,8 @@ from genjax.data import toy
 from genjax.nets import TimeMLP
 from genjax.train import TrainState, fit, interpolant_objective
 
-COLUMNS = ["batch", "coupling", "steps/s", "ratio to independent", "coupling ms", "E|x1-x0|^2", "sinkhorn iters"]
+COLUMNS = ["batch", "coupling", "steps/s", "ratio to independent", "coupling ms", "E|x1-x0|^2", "iterations"]
+SOLVER_COLUMNS = ["n", "solver", "coupling ms", "ratio to host", "E|x1-x0|^2", "iterations"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +58,13 @@ class Config(report.RunConfig):
     """SB-CFM σ (entropic OT at ε = 2σ²)."""
     source: Literal["normal", "eight_gaussians"] = "normal"
     """Distribution of x1 (t = 1): N(0, I) or the eight Gaussians."""
+    assignment_sizes: tuple[int, ...] = (256, 1024, 4096)
+    """Batch sizes of the exact-OT solver table (the coupling alone, no training)."""
+    hungarian_max_n: int = 1024
+    """Largest batch the device Hungarian is timed at in that table (O(n³), sequential)."""
 
     def __post_init__(self):
-        report.check_positive(self, "steps", "batch_sizes", "epsilon", "sigma")
+        report.check_positive(self, "steps", "batch_sizes", "epsilon", "sigma", "assignment_sizes", "hungarian_max_n")
 
 
 def best_ms(fn, *args, repeats: int = 3) -> float:
@@ -67,6 +76,36 @@ def best_ms(fn, *args, repeats: int = 3) -> float:
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - t0)
     return 1e3 * best
+
+
+def iterations(coupling, x0, x1) -> int | None:
+    """Sinkhorn iterations or auction bidding rounds of ``coupling`` on ``(x0, x1)``; None for the others."""
+    if hasattr(coupling, "solve"):
+        return int(coupling.solve(x0, x1).n_iters)
+    if getattr(coupling, "solver", None) == "auction":
+        return int(coupling.auction(couplings.squared_distances(x0, x1)).n_iters)
+    return None
+
+
+def solver_table(cfg: Config, sample_x0, sample_x1) -> list[dict]:
+    """The exact-OT solvers alone on one batch per size (jitted; compilation untimed)."""
+    rows = []
+    for n in cfg.assignment_sizes:
+        key = jax.random.key(cfg.seed + n)
+        x0, x1 = sample_x0(jax.random.fold_in(key, 0), n), sample_x1(jax.random.fold_in(key, 1), n)
+        host_ms = None
+        for solver in ("host", "auction", "device"):
+            if solver == "device" and n > cfg.hungarian_max_n:
+                continue
+            coupling = couplings.exact_ot(solver)
+            paired = jax.jit(coupling)
+            ms = best_ms(paired, None, x0, x1, repeats=3 if n <= 1024 else 1)
+            host_ms = host_ms or ms
+            rows.append({"n": n, "solver": solver, "coupling ms": ms, "ratio to host": ms / host_ms,
+                         "E|x1-x0|^2": float(couplings.transport_cost(*paired(None, x0, x1))),
+                         "iterations": iterations(coupling, x0, x1)})
+            print(report.markdown_table(rows[-1:], SOLVER_COLUMNS), flush=True)
+    return rows
 
 
 def steps_per_s(loss_fn, params, key, data, batch: int, steps: int) -> tuple[float, float]:
@@ -88,6 +127,7 @@ def main(cfg: Config):
         "independent": couplings.independent(),
         "exact OT (device Hungarian)": couplings.exact_ot("device"),
         "exact OT (host scipy, torchcfm-style)": couplings.exact_ot("host"),
+        "exact OT (device auction)": couplings.exact_ot("auction"),
         f"Sinkhorn (ε={cfg.epsilon:g})": couplings.sinkhorn(cfg.epsilon),
         f"SB-CFM (σ={cfg.sigma:g}, ε={2 * cfg.sigma**2:g})": couplings.schrodinger_bridge(cfg.sigma),
     }
@@ -106,19 +146,22 @@ def main(cfg: Config):
                                           couplings.coupled_data(sample_x0, sample_x1, coupling), batch, cfg.steps)
             base = base or rate
             paired = jax.jit(coupling)
-            iters = int(coupling.solve(x0, x1).n_iters) if hasattr(coupling, "solve") else None
             rows.append({"batch": batch, "coupling": name, "steps/s": rate, "ratio to independent": rate / base,
                          "coupling ms": best_ms(paired, jax.random.key(0), x0, x1),
                          "E|x1-x0|^2": float(couplings.transport_cost(*paired(jax.random.key(0), x0, x1))),
-                         "sinkhorn iters": iters, "compile_s": compile_s})
+                         "iterations": iterations(coupling, x0, x1), "compile_s": compile_s})
             print(report.markdown_table(rows[-1:], COLUMNS), flush=True)
 
+    solvers = solver_table(cfg, sample_x0, sample_x1)
     table = report.markdown_table(rows, COLUMNS)
+    solver_md = report.markdown_table(solvers, SOLVER_COLUMNS)
     print(f"device: {jax.devices()[0].device_kind}; x0 = moons, x1 = {cfg.source}; {cfg.steps} timed steps per run")
     print(table)
+    print(solver_md)
     (out / "results.md").write_text(f"x0 = moons, x1 = {cfg.source}; {cfg.steps} timed steps per run; "
-                                    f"device {jax.devices()[0].device_kind}\n\n{table}\n")
-    path = report.write_results(out, config=cfg, metrics={"rows": rows})
+                                    f"device {jax.devices()[0].device_kind}\n\n{table}\n\n"
+                                    f"Exact-OT solvers alone (one batch, jitted):\n\n{solver_md}\n")
+    path = report.write_results(out, config=cfg, metrics={"rows": rows, "solvers": solvers})
     print(f"wrote {path} and {out / 'results.md'}")
 
 

@@ -16,7 +16,7 @@ from genjax.metrics import wasserstein2
 from genjax.nets import TimeMLP
 from genjax.train import TrainState, fit, interpolant_objective
 
-SOLVERS = ("device", "host")
+SOLVERS = ("device", "host", "auction")
 
 
 def clouds(seed, n0, n1=None, d=2, shift=0.0):
@@ -54,7 +54,7 @@ def test_exact_ot_1d_is_the_monotone_map(solver):
 
 def test_exact_ot_matches_scipy_optimum_and_solvers_agree():
     x0, x1 = clouds(2, 96, shift=1.0)
-    pairs = {s: jax.jit(couplings.exact_ot(s))(jax.random.key(0), x0, x1)[1] for s in SOLVERS}
+    pairs = {s: jax.jit(couplings.exact_ot(s))(jax.random.key(0), x0, x1)[1] for s in ("device", "host")}
     np.testing.assert_array_equal(pairs["device"], pairs["host"])
     x1p = np.asarray(pairs["device"])
     assert sorted(map(tuple, x1p.tolist())) == sorted(map(tuple, np.asarray(x1).tolist()))  # a permutation of x1
@@ -85,6 +85,68 @@ def test_exact_ot_on_images_flattens_the_event():
     _, q1 = couplings.exact_ot("host")(None, x0, x1)
     np.testing.assert_array_equal(p1.reshape(12, 12), q1)
     np.testing.assert_allclose(couplings.squared_distances(img0, img1), sq_cost64(x0, x1), rtol=1e-5, atol=1e-5)
+
+
+def is_permutation(perm):
+    return sorted(np.asarray(perm).tolist()) == list(range(len(perm)))
+
+
+def assignment_cost(cost, perm):
+    cost = np.asarray(cost, np.float64)
+    return cost[np.arange(len(cost)), np.asarray(perm)].sum()
+
+
+@pytest.mark.parametrize("n", [64, 256])
+def test_auction_matches_scipy_on_gaussian_clouds(n):
+    """Final ε = max(1e-3·mean C̃/n, 2⁻¹⁹ max C̃) on float32 costs: scipy's π at n = 64 (8 of 8 seeds tried)
+    and n = 256 (7 of 8; seed 1 gives an assignment 6e-5 dearer, below ε_final ≈ 9e-5); always within n·ε."""
+    auction = couplings.exact_ot("auction")
+    for seed in range(3):
+        cost = couplings.squared_distances(*clouds(seed, n, shift=1.0))
+        out, optimal = auction.auction(cost), couplings._host_assignment(np.asarray(cost))
+        assert bool(out.converged) and 0 < int(out.n_iters) < 20 * n and is_permutation(out.assignment)
+        gap = assignment_cost(cost, out.assignment) - assignment_cost(cost, optimal)
+        assert -1e-9 <= gap <= n * float(out.epsilon)
+        if n == 64 or seed != 1:
+            np.testing.assert_array_equal(out.assignment, optimal)
+
+
+def test_auction_is_within_n_epsilon_of_the_optimum():
+    """With a coarse final ε (auction_epsilon=3) the pairing is suboptimal, but by at most n·ε (Bertsekas 1988)."""
+    cost = couplings.squared_distances(*clouds(11, 64, shift=1.0))
+    optimum = assignment_cost(cost, couplings._host_assignment(np.asarray(cost)))
+    out = couplings.exact_ot("auction", auction_epsilon=3.0).auction(cost)
+    gap = assignment_cost(cost, out.assignment) - optimum
+    assert is_permutation(out.assignment) and bool(out.converged)
+    assert 0 < gap <= 64 * float(out.epsilon)
+
+
+def test_auction_ties_and_images():
+    """Duplicated points, all-equal costs and image-shaped events: still a permutation, and optimal."""
+    auction = couplings.exact_ot("auction")
+    x, _ = clouds(12, 32, d=12)
+    x0, x1 = jnp.concatenate([x, x]), jnp.concatenate([x[::-1], x[::-1]]) + 0.1  # 2-way ties in every row
+    for cost in (couplings.squared_distances(x0, x1), jnp.zeros((64, 64)), jnp.full((64, 64), 3.0, jnp.float32)):
+        out = auction.auction(cost)
+        assert is_permutation(out.assignment) and bool(out.converged)
+        optimum = assignment_cost(cost, couplings._host_assignment(np.asarray(cost)))
+        assert assignment_cost(cost, out.assignment) == pytest.approx(optimum, rel=1e-6, abs=1e-6)
+    _, p1 = auction(None, x0.reshape(64, 2, 2, 3), x1.reshape(64, 2, 2, 3))
+    np.testing.assert_array_equal(p1.reshape(64, 12), couplings.exact_ot("host")(None, x0, x1)[1])
+
+
+def test_auction_max_iterations_still_gives_a_permutation():
+    cost = couplings.squared_distances(*clouds(13, 64, shift=1.0))
+    out = couplings.exact_ot("auction", max_iterations=3).auction(cost)
+    assert int(out.n_iters) == 3 and not bool(out.converged) and is_permutation(out.assignment)
+
+
+def test_auction_under_jit_and_vmap():
+    x0, x1 = jax.vmap(lambda s: jnp.stack(clouds(s, 16, shift=1.0)))(jnp.arange(3)).swapaxes(0, 1)
+    coupling = couplings.exact_ot("auction")
+    _, p1 = jax.jit(jax.vmap(lambda a, b: coupling(None, a, b)))(x0, x1)
+    for b in range(3):
+        np.testing.assert_array_equal(p1[b], couplings.exact_ot("host")(None, x0[b], x1[b])[1])
 
 
 def test_independent_is_the_identity():
@@ -240,6 +302,9 @@ def test_coupled_data_trains_with_fit():
     (lambda: couplings.sinkhorn(0.1, max_iterations=0), "max_iterations"),
     (lambda: couplings.schrodinger_bridge(-0.5), "sigma"),
     (lambda: couplings.exact_ot("gpu"), "solver"),
+    (lambda: couplings.exact_ot("auction", auction_epsilon=0.0), "auction_epsilon"),
+    (lambda: couplings.exact_ot("auction", max_iterations=0), "max_iterations"),
+    (lambda: couplings.exact_ot("auction").auction(jnp.zeros((3, 4))), "square"),
     (lambda: couplings.exact_ot()(None, jnp.zeros((5, 2)), jnp.zeros((6, 2))), "same number of rows.*sinkhorn"),
     (lambda: couplings.sinkhorn(0.1)(None, jnp.zeros((5, 2)), jnp.zeros((5, 3))), "event shape"),
     (lambda: couplings.independent()(None, jnp.zeros(5), jnp.zeros(5)), r"\(n, \*event_shape\)"),
