@@ -524,10 +524,18 @@ class Preset(Interpolant):
 
 
 def _preset(factory):
-    def build(validate: bool = True, **params):
-        ip = factory(**params, validate=False)
+    @functools.lru_cache(maxsize=64)
+    def cached(validate: bool, params: tuple):
+        ip = factory(**dict(params), validate=False)
         fields = {f.name: getattr(ip, f.name) for f in dataclasses.fields(Interpolant)}
         return Preset(**{**fields, "validate": validate}, factory=build)
+
+    def build(validate: bool = True, **params):
+        # One object per parameter set: samplers hash the interpolant, so a rebuilt preset would recompile them.
+        try:
+            return cached(validate, tuple(sorted(params.items())))
+        except TypeError:  # an unhashable value: build it (and let the preset's checks name it)
+            return cached.__wrapped__(validate, tuple(sorted(params.items())))
 
     build.__name__ = factory.__name__
     build.__doc__ = factory.__doc__

@@ -87,6 +87,14 @@ def test_bridge_presets(path, gamma):
     assert (ip.t_min, ip.t_max) == ((1e-3, 1 - 1e-3) if gamma == "brownian" else (0.0, 1.0))
 
 
+def test_presets_with_equal_parameters_are_one_object():
+    """Samplers hash the interpolant: rebuilding a preset with the same parameters must not recompile them."""
+    assert I.bridge(gamma="brownian", a=0.25) is I.bridge(a=0.25, gamma="brownian")
+    assert I.vp(beta_max=10.0) is I.vp(beta_max=10.0) and I.vp(beta_max=10.0) is not I.vp(beta_max=12.0)
+    sb = genjax.couplings.schrodinger_bridge(0.5)
+    assert sb.interpolant is genjax.couplings.schrodinger_bridge(0.5).interpolant
+
+
 def test_bridge_preset_errors():
     for kwargs, match in [({"path": "cubic"}, "path"), ({"gamma": "bm"}, "gamma"), ({"a": 0.0}, "a=0.0")]:
         with pytest.raises(ValueError, match=match):
