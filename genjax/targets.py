@@ -17,7 +17,7 @@ from flax import struct
 
 from .interpolants import Interpolant, check_prediction, check_predictions
 
-__all__ = ["Bridge", "GaussianMixture", "gaussian", "noised"]
+__all__ = ["Bridge", "GaussianMixture", "gaussian", "gaussian_flow_map", "noised"]
 
 
 @struct.dataclass
@@ -154,6 +154,22 @@ def gaussian(mean, std) -> GaussianMixture:
     """A single Gaussian ``N(mean, diag(std²))`` as a one-component mixture."""
     mean = jnp.atleast_1d(jnp.asarray(mean, jnp.float32))
     return GaussianMixture.diagonal(jnp.ones(1), mean[None, :], jnp.broadcast_to(jnp.asarray(std, jnp.float32), mean.shape)[None, :])
+
+
+def gaussian_flow_map(interpolant: Interpolant, mean, std, t, r, x):
+    """The exact PF-ODE map ``φ_{t→r}(x)`` of Gaussian data ``N(mean, diag(std²))`` (MATH.md §13).
+
+    Per coordinate ``φ_{t→r}(x) = α_r m + (std_r/std_t)(x − α_t m)`` with
+    ``std_t = sqrt(α_t² s² + σ_t²)``: the ODE is linear and keeps ``p_t = N(α_t m, std_t²)``.
+    ``f*(x, t) = φ_{t→t_min}(x)`` is the exact consistency function, and
+    ``(x − φ_{t→r}(x))/(t − r)`` the exact MeanFlow average velocity.
+    """
+    mean, std = jnp.asarray(mean), jnp.asarray(std)
+    a_t, s_t, _, _ = interpolant.scales(t)
+    a_r, s_r, _, _ = interpolant.scales(r)
+    std_t = jnp.sqrt(a_t**2 * std**2 + s_t**2)
+    std_r = jnp.sqrt(a_r**2 * std**2 + s_r**2)
+    return a_r * mean + (std_r / std_t) * (x - a_t * mean)
 
 
 def noised(mixture: GaussianMixture, sigma) -> GaussianMixture:
