@@ -113,6 +113,17 @@ def exact_flow(ip, x, t_from, t_to):
     return m_to + s_to / s_from * (np.asarray(x, np.float64) - m_from)
 
 
+@pytest.mark.parametrize("name", ["linear", "vp", "ve", "cosine"])
+def test_gaussian_flow_map_is_the_exact_flow(name):
+    """``targets.gaussian_flow_map`` (the oracle of the few-step models) is the float64 map that the
+    solver tests below check the PF-ODE against, between interior times in both directions."""
+    ip = PRESETS[name]
+    x = draw_marginal(ip, 0.7, 64)
+    for t, r in ((0.7, 0.2), (0.2, 0.7), (ip.t_max, ip.t_min)):
+        got = jax.vmap(lambda xi: targets.gaussian_flow_map(ip, M, S, t, r, xi))(x)
+        np.testing.assert_allclose(np.asarray(got), exact_flow(ip, x, t, r), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name,solver,num_steps,prediction,tol", ODE_CASES)
 def test_ode_gaussian(name, solver, num_steps, prediction, tol):
     ip = PRESETS[name]
