@@ -154,8 +154,8 @@ def pair_straightness(model, interpolant: Interpolant, pairs, key, *, prediction
     """Reflow straightness of a model on pairs: ``E_t E‖v_θ(t, x_t) − ẋ_t‖²``, with its Monte-Carlo standard error.
 
     ``x_t = α x0 + σ x1``, ``ẋ_t = α̇ x0 + σ̇ x1``, ``t ~ U(t_min, t_max)``: the reflow loss of Liu et al.
-    2023, on the linear path ``E∫_0^1 ‖v(t, x_t) − (x1 − x0)‖² dt`` (the mean over ``t`` is the integral
-    over ``[0, 1]``).  At the field that minimises it for the pairs' coupling it is the CFM defect
+    2023, on the linear path over ``[0, 1]`` ``E∫_0^1 ‖v(t, x_t) − (x1 − x0)‖² dt`` (there the mean over ``t``
+    is the integral).  At the field that minimises it for the pairs' coupling it is the CFM defect
     ``L*`` of MATH.md §11: ``0`` for deterministic straight couplings (one reflow of an exact flow),
     ``(π/2) Σ_j s_j`` for independent pairs of ``N(m, diag s²)`` and ``N(0, I)`` on the linear path.
 
