@@ -16,7 +16,8 @@ they are computed once on the host in float64 (:func:`dpm_coefficients`,
 * Order 1 (``x̂0`` frozen) is DDIM with η = 0, written ``x_s = (σ_s/σ_t) x_t + (α_s − σ_s α_t/σ_t) x̂0``
   so that it stays finite where ``α_t = 0`` (``λ_t = −∞``, e.g. ``linear``/``trig`` at t = 1) and
   returns ``α_s x̂0`` where ``σ_s = 0`` (``λ_s = +∞``, the last step to t = 0).  A step with an
-  infinite end always uses it: it is the limit of every higher-order step there.
+  infinite end (``h = ∞``) always uses it: the first-order step has this finite limit, while any
+  extrapolation of the history over an infinite λ-interval diverges.
 * Warm-up: step ``i`` (0-based) uses order ``≤ i + 1``, and only history with finite λ.
 * ``lower_order_final``: on grids of fewer than 15 steps the last step uses order 1 and the
   one before order ≤ 2, as the reference implementations do (it stabilises few-step sampling).
@@ -121,6 +122,10 @@ def time_grid(interpolant: Interpolant, num_steps: int, *, spacing: str = "logsn
     end lies beyond that value, by the other end's ``σ̃`` times ``e^{±1}``); the first and last
     times stay exactly ``t_start`` and ``t_end``.  Interior times come from ``σ̃`` by bisection
     (:func:`sigma_to_time`, float32).  Returns a NumPy float64 array.
+
+    ``"time"`` on ``vp``-like paths down to ``t_min = 1e-5`` ends with one step over several units of
+    λ after many short ones, where multistep extrapolation is unstable; ``"logsnr"`` (the default)
+    and ``"edm"`` spread λ evenly.
     """
     _one_sided(interpolant, "time_grid")
     num_steps = _checks.check_positive_int(num_steps, "num_steps")
@@ -182,7 +187,7 @@ def step_orders(lam: np.ndarray, order: int, lower_order_final: bool) -> np.ndar
 
 def _step_geometry(alpha, sigma, lam):
     """Per step: ``a = σ_s/σ_t``, the first-order weight ``c1 = α_s − σ_s α_t/σ_t = α_s(1 − e^{−h})``,
-    ``h`` and the ratios ``ρ_m = (λ_{i−m} − λ_i)/h`` (m = 1, 2; ``nan`` before the grid)."""
+    ``h`` and the ratios ``r_m = (λ_{i−m} − λ_i)/h`` (m = 1, 2; ``nan`` before the grid)."""
     a_s, s_s, s_t, a_t = alpha[1:], sigma[1:], sigma[:-1], alpha[:-1]
     with np.errstate(all="ignore"):
         a = s_s / s_t
@@ -198,11 +203,12 @@ def _step_geometry(alpha, sigma, lam):
 def dpm_coefficients(alpha, sigma, lam, orders):
     """DPM-Solver++ multistep weights (Lu et al. 2022), data prediction; returns ``(a, w)``, ``w`` of shape (N, 3).
 
-    ``x_{i+1} = a_i x_i + Σ_j w_{ij} x̂0_{i−j}`` with ``h = λ_{i+1} − λ_i``, ``r_m = (λ_i − λ_{i−m})/h``:
+    ``x_{i+1} = a_i x_i + Σ_j w_{ij} x̂0_{i−j}`` with ``h = λ_{i+1} − λ_i``, ``h_0 = λ_i − λ_{i−1}``,
+    ``h_1 = λ_{i−1} − λ_{i−2}``, ``r_0 = h_0/h``, ``r_1 = h_1/h``:
       * order 1: ``w = c1·[1, 0, 0]``, ``c1 = α_{i+1}(1 − e^{−h})`` (DDIM η = 0);
-      * 2M (MATH.md §12): ``c1·[1 + 1/(2r_1), −1/(2r_1), 0]``;
-      * 3M: ``D1_0 = (x̂0_i − x̂0_{i−1})/r_0``, ``D1_1 = (x̂0_{i−1} − x̂0_{i−2})/r_1`` (``r_0 = h_0/h``,
-        ``r_1 = h_1/h``), ``D1 = D1_0 + r_0/(r_0 + r_1)(D1_0 − D1_1)`` (``≈ h x̂0'``),
+      * 2M (MATH.md §12, whose ``r_i`` is ``r_0``): ``c1·[1 + 1/(2r_0), −1/(2r_0), 0]``;
+      * 3M: ``D1_0 = (x̂0_i − x̂0_{i−1})/r_0``, ``D1_1 = (x̂0_{i−1} − x̂0_{i−2})/r_1``,
+        ``D1 = D1_0 + r_0/(r_0 + r_1)(D1_0 − D1_1)`` (``≈ h x̂0'``),
         ``D2 = (D1_0 − D1_1)/(r_0 + r_1)`` (``≈ h² x̂0''/2``), and
         ``x_{i+1} = a x_i + α_{i+1}[h φ_1 x̂0_i + h φ_2 D1 + 2h φ_3 D2]``, ``φ_k = φ_k(−h)``: the
         exact integral of the quadratic through the last three outputs.  The reference
@@ -213,20 +219,19 @@ def dpm_coefficients(alpha, sigma, lam, orders):
     w = np.zeros((h.size, HISTORY))
     w[:, 0] = c1
     with np.errstate(all="ignore"):
-        r1 = -rks[:, 0]  # h_0/h > 0
+        r0, r1 = -rks[:, 0], rks[:, 0] - rks[:, 1]  # h_0/h, h_1/h
+        one, zero = np.ones_like(r0), np.zeros_like(r0)
         two = orders == 2
-        w[two] = (c1[:, None] * np.stack([1 + 0.5 / r1, -0.5 / r1, 0 * r1], axis=1))[two]
+        w[two] = (c1[:, None] * np.stack([1 + 0.5 / r0, -0.5 / r0, zero], axis=1))[two]
         three = orders == 3
         if three.any():
-            r0, rr1 = -rks[:, 0], -(rks[:, 1] - rks[:, 0])  # h_0/h, h_1/h
-            one, zero = np.ones_like(r0), np.zeros_like(r0)
-            d10 = np.stack([one / r0, -one / r0, zero], axis=1)
-            d11 = np.stack([zero, one / rr1, -one / rr1], axis=1)
-            d1 = d10 + (r0 / (r0 + rr1))[:, None] * (d10 - d11)
-            d2 = (d10 - d11) / (r0 + rr1)[:, None]
+            d10 = np.stack([one / r0, -one / r0, zero], axis=1)  # rows: weights on (x̂0_i, x̂0_{i−1}, x̂0_{i−2})
+            d11 = np.stack([zero, one / r1, -one / r1], axis=1)
+            d1 = d10 + (r0 / (r0 + r1))[:, None] * (d10 - d11)
+            d2 = (d10 - d11) / (r0 + r1)[:, None]
             z = -h
-            w3 = alpha[1:, None] * (h[:, None] * (_phi(1, z)[:, None] * np.eye(HISTORY)[0] + _phi(2, z)[:, None] * d1
-                                                  + 2.0 * _phi(3, z)[:, None] * d2))
+            w3 = (alpha[1:] * h)[:, None] * (_phi(1, z)[:, None] * np.eye(HISTORY)[0] + _phi(2, z)[:, None] * d1
+                                             + 2.0 * _phi(3, z)[:, None] * d2)
             w[three] = w3[three]
     return a, w
 
@@ -246,7 +251,8 @@ def unipc_coefficients(alpha, sigma, lam, orders):
     (the predictor drops the last row and column), ``g_j/B = j! φ_{j+1}(−h)/φ_1(−h)`` for
     ``j = 1..p`` (the ``bh2`` choice ``B = e^{−h} − 1`` in data-prediction form).  UniPC-p (UniP-p
     plus UniC) has order p + 1.  ``w_new`` multiplies ``x̂0_new``; it is 0 on steps of infinite h
-    (first-order step, no correction).
+    (first-order step, no correction).  The reference implementation replaces the 1×1 solves of
+    UniP-2 and UniC-1 by their h → 0 limit ½ (same order); here every ρ solves the system.
     """
     a, c1, h, rks = _step_geometry(alpha, sigma, lam)
     n = h.size
@@ -389,8 +395,9 @@ def sample_dpm(model, interpolant: Interpolant, key=None, shape=None, *, predict
     ``x_{i+1} = (σ_{i+1}/σ_i) x_i + α_{i+1}(1 − e^{−h_i}) D_i`` with ``D_i = x̂0_i`` (order 1, DDIM
     η = 0), ``D_i = (1 + 1/(2r_i)) x̂0_i − x̂0_{i−1}/(2r_i)``, ``r_i = h_{i−1}/h_i`` (2M), or the
     quadratic-extrapolation 3M of :func:`dpm_coefficients`; lower orders on warm-up steps and on
-    steps with an infinite λ end.
-    """ + _ARGS_DOC
+    steps with an infinite λ end.  Order 3 is third order: the reference implementations' 3M
+    halves the quadratic term and is second order (see :func:`dpm_coefficients`).
+    """
     return _run("dpm", model, interpolant, key, shape, prediction, num_steps, order, spacing, rho, ts, t_start,
                 t_end, lower_order_final, x_init, c, chunk_size, mesh)
 
@@ -405,6 +412,10 @@ def sample_unipc(model, interpolant: Interpolant, key=None, shape=None, *, predi
     UniC-p using that evaluation, which is also the next step's history entry (MATH.md §12;
     coefficients in :func:`unipc_coefficients`).  The last step is not corrected, so NFE = N.
     UniPC-p converges with order p + 1 (orders 1–3 are supported).
-    """ + _ARGS_DOC
+    """
     return _run("unipc", model, interpolant, key, shape, prediction, num_steps, order, spacing, rho, ts, t_start,
                 t_end, lower_order_final, x_init, c, chunk_size, mesh)
+
+
+sample_dpm.__doc__ += _ARGS_DOC
+sample_unipc.__doc__ += _ARGS_DOC
