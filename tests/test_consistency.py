@@ -176,21 +176,10 @@ def test_pseudo_huber_formula_and_limits():
     np.testing.assert_allclose(pseudo_huber(jnp.asarray(large), zero, c), 1e4 * c - c, rtol=1e-6)
 
 
-def test_default_huber_constant_and_metric():
-    """With λ = 1: pseudo-Huber loss = sqrt(l2 + c²) − c per sample, c = 0.00054 sqrt(d), same draws."""
-    x0 = M + S * jax.random.normal(jax.random.key(3), (64, 4))
-    model = lambda t, x: 0.9 * x + t  # noqa: E731
-    kw = dict(num_scales=10, weighting="unit")
-    both = jax.jit(lambda x0, key: (consistency_loss(model, I.vp, x0, key, metric="l2", **kw),
-                                    consistency_loss(model, I.vp, x0, key, **kw)))
-    l2, ph = (np.asarray(v, np.float64) for v in both(x0, KEY))
-    c = 0.00054 * math.sqrt(4)
-    np.testing.assert_allclose(ph, np.sqrt(l2 + c**2) - c, rtol=1e-4)
-
-
 def test_ct_target_uses_the_same_noise_and_stops_the_target_gradient():
     """CT: x_{t_{n+1}} = α x0 + σ z and x̂_{t_n} = α(t_n) x0 + σ(t_n) z with the same x0, z (per-sample keys);
-    λ = 1/(σ̃_{n+1} − σ̃_n); the gradient flows only through f_θ(x_{t_{n+1}}) (θ⁻ = sg(θ))."""
+    λ = 1/(σ̃_{n+1} − σ̃_n); the gradient flows only through f_θ(x_{t_{n+1}}) (θ⁻ = sg(θ)); and the default
+    pseudo-Huber metric with c = 0.00054 sqrt(d) on the same draws."""
     ip, n_scales, n = I.ve(sigma_max=20.0), 9, 32
     x0 = np.asarray(M + S * jax.random.normal(jax.random.key(4), (n, 2)), np.float64)
     sig = karras(n_scales, 0.01, 20.0)
@@ -209,10 +198,15 @@ def test_ct_target_uses_the_same_noise_and_stops_the_target_gradient():
     lam = 1 / (sig[j + 1] - sig[j])
     want = lam * np.sum((f_hi - f_lo) ** 2, 1)
     grad = np.mean(lam * 2 * np.sum((f_hi - f_lo) * np.sin(x_hi) * (1 + t_hi), 1))
-    (mean, per_sample), g = jax.jit(jax.value_and_grad(lambda th: (loss(th).mean(), loss(th)), has_aux=True))(
-        jnp.float32(theta))
+    huber = lambda th: consistency_loss(Model(apply, th), ip, x0.astype(np.float32), KEY, num_scales=n_scales,  # noqa: E731
+                                        noise="uniform")
+    (_, (per_sample, ph)), g = jax.jit(jax.value_and_grad(lambda th: (loss(th).mean(), (loss(th), huber(th))),
+                                                          has_aux=True))(jnp.float32(theta))
     np.testing.assert_allclose(per_sample, want, rtol=2e-4)  # grid times: bisection in float32
     np.testing.assert_allclose(g, grad, rtol=2e-4)
+    # the default metric on the same draws: λ (sqrt(‖·‖² + c²) − c) with c = 0.00054 sqrt(d), d = 2
+    c = 0.00054 * math.sqrt(2)
+    np.testing.assert_allclose(ph, lam * (np.sqrt(want / lam + c**2) - c), rtol=2e-4)
 
 
 def test_teacher_step_local_order():

@@ -20,10 +20,10 @@ import numpy as np
 from .. import _checks
 from ..interpolants import Interpolant
 from ..losses.consistency import (SIGMA_DATA, check_one_sided, check_options, consistency_function, consistency_loss,
-                                  grid_times)
+                                  grid_times, sigma_bounds)
 from ..model import Model, filter_jit
 from ..samplers.common import check_samples, check_start, map_chunks, model_field, prior_draw, sample_inputs
-from ..samplers.heun import _EDM_SIGMA_MAX, _EDM_SIGMA_MIN, edm_sigmas
+from ..samplers.heun import edm_sigmas
 from ..train.checkpoint import resume_step
 from ..train.interpolant import split_batch
 from ..train.loop import fit
@@ -74,13 +74,9 @@ def consistency_times(interpolant: Interpolant, num_steps: int, rho: float = 7.0
     num_steps = _checks.check_positive_int(num_steps, "num_steps")
     if num_steps == 1:
         return np.array([interpolant.t_max], np.float32)
+    lo, hi = sigma_bounds(interpolant)
     with jax.ensure_compile_time_eval():
-        ends = [float(interpolant.sigma(jnp.float32(t)) / interpolant.alpha(jnp.float32(t)))
-                if float(interpolant.alpha(jnp.float32(t))) > 0 else math.inf
-                for t in (interpolant.t_min, interpolant.t_max)]
-        lo = ends[0] if ends[0] > 0 else _EDM_SIGMA_MIN
-        hi = min(ends[1], _EDM_SIGMA_MAX)
-        sigmas = edm_sigmas(num_steps + 1, lo, hi, rho)[1:-1]
+        sigmas = edm_sigmas(num_steps + 1, lo, hi, _checks.check_positive_float(rho, "rho"))[1:-1]
     return np.concatenate([np.array([interpolant.t_max], np.float32), grid_times(interpolant, sigmas)])
 
 

@@ -43,7 +43,7 @@ from ..samplers.ode import velocity_field
 
 __all__ = ["METRICS", "NOISES", "WEIGHTINGS", "SIGMA_DATA", "consistency_scalings", "consistency_function",
            "consistency_grid", "index_probabilities", "sample_index", "pseudo_huber", "teacher_step",
-           "consistency_loss", "check_one_sided", "check_options", "grid_times"]
+           "consistency_loss", "check_one_sided", "check_options", "grid_times", "sigma_bounds"]
 
 METRICS = ("pseudo_huber", "l2")
 NOISES = ("lognormal", "uniform")
@@ -110,8 +110,19 @@ def consistency_function(net, interpolant: Interpolant, t, x, c=None, sigma_data
 
 
 def _sigma_tilde(interpolant: Interpolant, t: float) -> float:
-    a, s = float(interpolant.alpha(jnp.float32(t))), float(interpolant.sigma(jnp.float32(t)))
+    with jax.ensure_compile_time_eval():
+        a, s = float(interpolant.alpha(jnp.float32(t))), float(interpolant.sigma(jnp.float32(t)))
     return s / a if a > 0 else math.inf
+
+
+def sigma_bounds(interpolant: Interpolant) -> tuple[float, float]:
+    """The ends of the ρ-grids in ``σ̃ = σ/α``: ``σ̃(t_min)`` (EDM's 0.002 where it is 0) and ``min(σ̃(t_max), 80)``."""
+    lo, hi = _sigma_tilde(interpolant, interpolant.t_min), _sigma_tilde(interpolant, interpolant.t_max)
+    lo, hi = lo if lo > 0 else _EDM_SIGMA_MIN, min(hi, _EDM_SIGMA_MAX)
+    if not lo < hi:
+        raise ValueError(f"interpolant {interpolant.name!r} has σ̃ = σ/α from {lo:.4g} to {hi:.4g} on [t_min, t_max]; "
+                         f"consistency grids need σ̃(t_min) < min(σ̃(t_max), {_EDM_SIGMA_MAX})")
+    return lo, hi
 
 
 _jit_sigma_to_time = jax.jit(sigma_to_time, static_argnums=0)
@@ -128,17 +139,12 @@ def grid_times(interpolant: Interpolant, sigmas) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _grid(interpolant: Interpolant, num_scales: int, rho: float):
+    lo, hi = sigma_bounds(interpolant)
     with jax.ensure_compile_time_eval():
-        lo_true, hi_true = _sigma_tilde(interpolant, interpolant.t_min), _sigma_tilde(interpolant, interpolant.t_max)
-        lo = lo_true if lo_true > 0 else _EDM_SIGMA_MIN
-        hi = min(hi_true, _EDM_SIGMA_MAX)
-        if not lo < hi:
-            raise ValueError(f"consistency_grid: interpolant {interpolant.name!r} has σ̃ = σ/α in [{lo_true:.4g}, "
-                             f"{hi_true:.4g}] on [t_min, t_max]; the grid needs σ̃_min < min(σ̃_max, {_EDM_SIGMA_MAX})")
         sigmas = np.asarray(edm_sigmas(num_scales, lo, hi, rho), np.float64)[::-1].copy()
     ts = grid_times(interpolant, sigmas)
-    ts[0], sigmas[0] = interpolant.t_min, lo_true
-    if hi == hi_true:
+    ts[0], sigmas[0] = interpolant.t_min, _sigma_tilde(interpolant, interpolant.t_min)
+    if hi == _sigma_tilde(interpolant, interpolant.t_max):
         ts[-1] = interpolant.t_max
     if not np.all(np.diff(ts) > 0):
         raise ValueError(f"consistency_grid: num_scales={num_scales} is too fine for float32 times on interpolant "
