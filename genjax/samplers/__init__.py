@@ -8,6 +8,7 @@ Langevin kernels (``ula``, ``mala``, ``sgld``) are ``init``/``step`` pairs over 
 
 from ..ode import SOLVERS, integrate
 from .common import map_chunks
+from .fast import log_snr, sample_dpm, sample_unipc, time_grid
 from .discrete import ddim_timesteps, gaussian_step, sample_ddim, sample_ddpm
 from .heun import edm_sigmas, sample_heun, sigma_to_time
 from .langevin import (
@@ -44,6 +45,7 @@ __all__ = [
     "gaussian_step",
     "integrate",
     "langevin_move",
+    "log_snr",
     "mala",
     "map_chunks",
     "polynomial_decay",
@@ -51,6 +53,7 @@ __all__ = [
     "sample_annealed_langevin",
     "sample_ddim",
     "sample_ddpm",
+    "sample_dpm",
     "sample_heun",
     "sample_ode",
     "sample_pc",
@@ -58,6 +61,8 @@ __all__ = [
     "sde_drift",
     "sgld",
     "sigma_to_time",
+    "time_grid",
     "ula",
+    "sample_unipc",
     "velocity_field",
 ]
