@@ -18,6 +18,7 @@ from genjax import targets
 from genjax.samplers.discrete import sample_ddim
 from genjax.samplers.fast import (dpm_coefficients, log_snr, sample_dpm, sample_unipc, step_orders, time_grid,
                                   unipc_coefficients)
+from tests._compiles import COMPILES
 
 KEY = jax.random.key(0)
 M = np.array([0.5, -1.0])  # Gaussian data N(M, diag(S²)), 2-D
@@ -287,19 +288,6 @@ def test_bad_grid_arguments():
 # ---------------------------------------------------------------------------------------------
 
 
-class _Compiles:
-    """Counts XLA backend compilations (jax.monitoring)."""
-
-    def __init__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, name, duration, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-
-COMPILES = _Compiles()
 
 
 def _apply(params, t, x):

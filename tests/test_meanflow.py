@@ -22,6 +22,7 @@ from genjax.losses.meanflow import meanflow_loss, sample_time_pair
 from genjax.nets.mlp import IntervalMLP, fourier_features
 from genjax.ode import integrate
 from genjax.targets import gaussian, gaussian_flow_map
+from tests._compiles import COMPILES
 
 M, S = jnp.array([1.0, -0.5]), jnp.array([0.5, 2.0])
 PRESETS = [I.linear, I.vp, I.cosine]
@@ -145,14 +146,11 @@ def test_conditioning_model_as_data_and_chunks():
     def apply_fn(params, times, x):
         return gaussian_average_velocity(ip, params["m"], params["s"], times[0], times[1], x)
 
-    compiles = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda name, *_, **__: compiles.append(1) if name == "/jax/core/compile/backend_compile_duration" else None)
     first, second = {"m": M, "s": S}, {"m": M + 1.0, "s": S}
     a, _ = sample_meanflow(genjax.Model(apply_fn, first), ip, KEY, (8, 2))
-    before = len(compiles)
+    before = COMPILES.count
     b, _ = sample_meanflow(genjax.Model(apply_fn, second), ip, KEY, (8, 2))
-    assert len(compiles) == before, "new weights recompiled sample_meanflow"
+    assert COMPILES.count == before, "new weights recompiled sample_meanflow"
     np.testing.assert_allclose(b - a, np.broadcast_to(gaussian_flow_map(ip, 1.0, S, ip.t_max, ip.t_min, 0.0), a.shape),
                                atol=1e-4)  # φ is affine in the mean: shifting m by 1 shifts samples by φ(0; m = 1)
 

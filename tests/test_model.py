@@ -22,24 +22,12 @@ import genjax
 from genjax import interpolants as I
 from genjax import targets
 from genjax.samplers import ode as ode_module
+from tests._compiles import COMPILES
 
 KEY = jax.random.key(0)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Compiles:
-    """Counts XLA backend compilations (jax.monitoring), so a test can assert a call compiled nothing."""
-
-    def __init__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, name, duration, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-
-COMPILES = _Compiles()
 
 
 def _net(width=16):

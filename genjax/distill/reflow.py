@@ -188,6 +188,20 @@ def _eval_key(key, eval_key):
     return jax.random.fold_in(key, _EVAL_FOLD) if eval_key is None else eval_key
 
 
+def _check_train_pairs(pairs, eval_pairs, eval_params, fit_kwargs, where: str):
+    """Checked ``(pairs, eval_pairs)`` of a training call; ``eval_pairs`` (optional) replaces ``eval_fn``."""
+    pairs = check_pairs(pairs)
+    if eval_pairs is not None:
+        if "eval_fn" in fit_kwargs:
+            raise ValueError(f"{where}: pass either eval_pairs (the built-in evaluation) or eval_fn, not both")
+        eval_pairs = check_pairs(eval_pairs, "eval_pairs")
+        if eval_pairs[0].shape[1:] != pairs[0].shape[1:]:
+            raise ValueError(f"eval_pairs must have the event shape of pairs {pairs[0].shape[1:]}, got "
+                             f"{eval_pairs[0].shape[1:]}")
+        _checks.check_choice(eval_params, "eval_params", ("ema", "params"))
+    return pairs, eval_pairs
+
+
 def train_reflow(apply_fn: Callable, params: Any, interpolant: Interpolant, pairs, *, key, optimizer,
                  prediction="velocity", eval_pairs=None, eval_key=None, num_times: int = 8,
                  eval_params: str = "ema", **fit_kwargs):
@@ -207,15 +221,8 @@ def train_reflow(apply_fn: Callable, params: Any, interpolant: Interpolant, pair
     if not latent_free(interpolant):
         raise ValueError(f"train_reflow: interpolant {interpolant.name!r} has a latent γ z term; reflow trains on "
                          "x_t = α x0 + σ x1 with no extra noise: use a path with γ ≡ 0 (β = σ), e.g. any preset")
-    pairs = check_pairs(pairs)
+    pairs, eval_pairs = _check_train_pairs(pairs, eval_pairs, eval_params, fit_kwargs, "train_reflow")
     if eval_pairs is not None:
-        if "eval_fn" in fit_kwargs:
-            raise ValueError("train_reflow: pass either eval_pairs (the straightness evaluation) or eval_fn, not both")
-        eval_pairs = check_pairs(eval_pairs, "eval_pairs")
-        if eval_pairs[0].shape[1:] != pairs[0].shape[1:]:
-            raise ValueError(f"eval_pairs must have the event shape of pairs {pairs[0].shape[1:]}, got "
-                             f"{eval_pairs[0].shape[1:]}")
-        _checks.check_choice(eval_params, "eval_params", ("ema", "params"))
         check_domain(interpolant, prediction, interpolant.t_min, interpolant.t_max, what="train_reflow")
         k_eval = _eval_key(key, eval_key)
 
@@ -349,15 +356,8 @@ def train_distill(apply_fn: Callable, params: Any, interpolant: Interpolant, pai
     Returns ``(TrainState, history)``.
     """
     loss_fn = distill_objective(apply_fn, interpolant)
-    pairs = check_pairs(pairs)
+    pairs, eval_pairs = _check_train_pairs(pairs, eval_pairs, eval_params, fit_kwargs, "train_distill")
     if eval_pairs is not None:
-        if "eval_fn" in fit_kwargs:
-            raise ValueError("train_distill: pass either eval_pairs or eval_fn, not both")
-        eval_pairs = check_pairs(eval_pairs, "eval_pairs")
-        if eval_pairs[0].shape[1:] != pairs[0].shape[1:]:
-            raise ValueError(f"eval_pairs must have the event shape of pairs {pairs[0].shape[1:]}, got "
-                             f"{eval_pairs[0].shape[1:]}")
-        _checks.check_choice(eval_params, "eval_params", ("ema", "params"))
 
         def eval_fn(state):
             value, se = _mean_se(_distill_losses(Model(apply_fn, _eval_params(state, eval_params)), interpolant,
