@@ -7,6 +7,9 @@ and prints the NFE and the wall time::
 
     python -m genjax.sample runs/quickstart/FM --sampler ode --n 4000 --chunk-size 1000 --out fm.npy
 
+Few-step sampling of a one-sided run: ``--sampler dpm --order 3 --num-steps 10`` (DPM-Solver++ 3M)
+or ``--sampler unipc``, on the grid named by ``--spacing``.
+
 A two-sided (bridge) run starts from given points: ``--x-init x1.npy`` (samples of ρ1, run back
 to ρ0) or ``--x-init x0.npy --forward``; its SDE needs ``--diffusion``.
 """
@@ -29,7 +32,7 @@ from .runs import load_run
 
 __all__ = ["SampleConfig", "sample_run", "main"]
 
-SAMPLERS = ("ode", "sde", "ddpm", "ddim", "heun", "pc")
+SAMPLERS = ("ode", "sde", "ddpm", "ddim", "heun", "pc", "dpm", "unipc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +41,8 @@ class SampleConfig:
 
     run_dir: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="RUN_DIR")]]
     """A run directory written by genjax.save_run (it holds run.json and params/)."""
-    sampler: Literal["ode", "sde", "ddpm", "ddim", "heun", "pc"] = "ode"
-    """ode: probability-flow ODE; sde: reverse SDE (Euler-Maruyama); ddpm: ancestral; ddim; heun: EDM; pc: predictor-corrector."""
+    sampler: Literal["ode", "sde", "ddpm", "ddim", "heun", "pc", "dpm", "unipc"] = "ode"
+    """ode: probability-flow ODE; sde: reverse SDE (Euler-Maruyama); ddpm: ancestral; ddim; heun: EDM; pc: predictor-corrector; dpm: DPM-Solver++ (--order 1-3); unipc: UniPC (--order 1-3)."""
     n: int = 1000
     """Number of samples."""
     chunk_size: int | None = None
@@ -49,7 +52,11 @@ class SampleConfig:
     out: str | None = None
     """Output .npy file (default: RUN_DIR/samples_<sampler>.npy); the PNG goes next to it."""
     num_steps: int | None = None
-    """Steps of the sampler (default: ode 100 for fixed-step solvers, sde 1000, ddpm the grid or 1000, ddim 50, heun 18, pc 1000)."""
+    """Steps of the sampler (default: ode 100 for fixed-step solvers, sde 1000, ddpm the grid or 1000, ddim 50, heun 18, pc 1000, dpm/unipc 10)."""
+    order: int = 2
+    """Order of --sampler dpm (1: DDIM, 2: 2M, 3: 3M) or unipc (1-3)."""
+    spacing: Literal["logsnr", "time", "edm"] = "logsnr"
+    """Time grid of --sampler dpm/unipc: uniform in log-SNR, uniform in t, or EDM's rho-spacing."""
     solver: Literal["tsit5", "dopri5", "euler", "heun", "midpoint"] = "tsit5"
     """ODE solver (--sampler ode): tsit5/dopri5 adaptive with --tol, the others with --num-steps fixed steps."""
     tol: float = 1e-4
@@ -68,6 +75,8 @@ class SampleConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"--order must be 1, 2 or 3, got {self.order}")
         if not self.tol > 0:
             raise ValueError(f"--tol must be positive, got {self.tol}")
 
@@ -97,6 +106,9 @@ def sample_run(run, cfg: SampleConfig):
         return samplers.sample_ddim(model, ip, key, shape, **steps, **common)
     if cfg.sampler == "heun":
         return samplers.sample_heun(model, ip, key, shape, **steps, **common)
+    if cfg.sampler in ("dpm", "unipc"):
+        fast = samplers.sample_dpm if cfg.sampler == "dpm" else samplers.sample_unipc
+        return fast(model, ip, key, shape, order=cfg.order, spacing=cfg.spacing, **steps, **common)
     return samplers.sample_pc(model, ip, key, shape, **steps, **common)
 
 

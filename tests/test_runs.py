@@ -146,3 +146,23 @@ def test_save_run_checks_its_arguments(tmp_path):
     assert not (tmp_path / "a").exists()
     save(tmp_path / "f", interpolant=interpolants.linear)  # a default preset object is recorded by name
     assert genjax.load_run(tmp_path / "f").interpolant_spec == {"preset": "linear", "params": {}}
+
+
+def test_sample_cli_fast_solvers(tmp_path):
+    """``--sampler dpm --order 1 --spacing time`` is DDIM (η = 0) on the grid uniform in t (MATH.md §12);
+    ``dpm``/``unipc`` take N model calls for N steps, with warm-up and final lower orders (N < 15); the options are checked."""
+    save(tmp_path / "run")
+    run = genjax.load_run(tmp_path / "run")
+    x = np.asarray(jax.random.normal(jax.random.key(0), (6, 2)))
+    np.save(tmp_path / "x.npy", x)
+    common = dict(run_dir=str(tmp_path / "run"), num_steps=4, x_init=str(tmp_path / "x.npy"))
+    dpm1, stats = sample_run(run, SampleConfig(sampler="dpm", order=1, spacing="time", **common))
+    ip = run.interpolant
+    np.testing.assert_allclose(stats["ts"], np.linspace(ip.t_max, ip.t_min, 5), rtol=1e-6)
+    ddim, _ = genjax.samplers.sample_ddim(run.model, ip, prediction="noise", timesteps=stats["ts"], x_init=x)
+    np.testing.assert_allclose(np.asarray(dpm1), np.asarray(ddim), atol=1e-5 * float(np.max(np.abs(ddim))))
+    for sampler in ("dpm", "unipc"):
+        y, stats = sample_run(run, SampleConfig(sampler=sampler, order=3, spacing="edm", **common))
+        assert y.shape == (6, 2) and int(stats["nfe"]) == 4 and list(np.asarray(stats["orders"])) == [1, 2, 2, 1]
+    with pytest.raises(ValueError, match="--order must be 1, 2 or 3"):
+        SampleConfig(sampler="dpm", order=4, run_dir=str(tmp_path / "run"))
