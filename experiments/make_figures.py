@@ -39,9 +39,11 @@ FIGURES = {
     "digits": {"samples.png": "digits_samples.png", "guidance_sweep.png": "digits_guidance_sweep.png"},
     "patches": {"samples.png": "patches_samples.png"},
     "bridges": {"trajectories.png": "bridges_trajectories.png", "nfe.png": "bridges_nfe.png"},
+    "few_step": {"frontier.png": "few_step_frontier.png", "samples.png": "few_step_samples.png"},
 }
 Experiment = Literal["quickstart", "mle_trinity", "mode_covering", "estimators_1d", "langevin", "anomaly_detection",
-                     "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches", "bridges"]
+                     "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches", "bridges",
+                     "few_step"]
 
 
 @dataclasses.dataclass(frozen=True)
