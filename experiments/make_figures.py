@@ -2,7 +2,7 @@
 
 Each experiment runs in its own process (``python experiments/<name>.py --out runs/<name>``) and
 writes ``runs/<name>/results.json`` as usual; its figures are then copied into ``docs/figures/``.
-With every experiment this takes about 35 minutes on an idle 2-core CPU (most of it ``bridges``,
+With every experiment this takes about 50 minutes on an idle 2-core CPU (most of it ``bridges``, ``few_step``,
 ``score_matching``, ``flows_2d`` and ``ncsn_2d``); ``--experiments`` picks some, ``--copy-only`` copies the
 figures of earlier runs without running anything.
 
