@@ -193,6 +193,37 @@ def test_iwae_bound_rises_with_k_towards_log_p():
         assert abs(gaps[k].mean() - var_w / (2 * k)) < 4 * se(gaps[k]), (k, gaps[k].mean(), var_w / (2 * k))
 
 
+def test_beta_vae_objective_is_stationary_at_the_closed_form_beta_optimum():
+    """β-VAE on the pPCA decoder with a free encoder (m, log s²) for one x: E_q log p(x|z) − β KL is maximal at
+    m = (WᵀW + βσ²I)⁻¹Wᵀ(x − μ), s_j² = βσ²/(βσ² + ‖w_j‖²).  There the reparameterised gradient of vae_objective
+    (β = 2) averages to 0 over 4000 keys (every coordinate within 4 s.e.; a misplaced β would leave (β − 1) m,
+    3 and 11 s.e. here), and on each key it differs from the β = 1 gradient by exactly the KL part,
+    (β − 1)(m, (s² − 1)/2)."""
+    beta = 2.0
+    with jax.enable_x64(True):
+        vae = V.VAE(lambda p, x: p["q"], lambda p, z: linear_decode(p["model"], z))
+
+        @jax.jit
+        def gradients(data):
+            model = P.ppca_mle(data, Q)
+            w, var, x = model.weight, model.noise_var, data[:1]
+            m = jnp.linalg.solve(w.T @ w + beta * var * jnp.eye(Q), w.T @ (x[0] - model.mean))
+            log_s2 = jnp.log(beta * var / (beta * var + jnp.sum(w**2, axis=0)))
+            params = {"q": (m, log_s2), "model": model}
+            keys = jax.random.split(KEY, 4000)
+            grad = lambda b: jax.vmap(lambda k: jax.grad(  # noqa: E731
+                lambda p: V.vae_objective(vae, beta=b)(p, x, k)[0])(params)["q"])(keys)
+            return grad(beta), grad(1.0), (m, log_s2)
+
+        (g_m, g_s), (g1_m, g1_s), (m, log_s2) = jax.device_get(gradients(jnp.asarray(ppca_data())))
+    se = lambda g: g.std(0, ddof=1) / math.sqrt(len(g))  # noqa: E731
+    for g in (g_m, g_s):
+        assert np.all(np.abs(g.mean(0)) < 4 * se(g)), (g.mean(0), se(g))
+    np.testing.assert_allclose(g_m - g1_m, np.broadcast_to((beta - 1) * m, g_m.shape), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g_s - g1_s, np.broadcast_to((beta - 1) * (np.exp(log_s2) - 1) / 2, g_s.shape),
+                               rtol=1e-9, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- discretised decoder
 @jax.jit
 def level_log_probs(mean, log_var):
