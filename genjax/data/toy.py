@@ -209,13 +209,30 @@ def _swissroll(key, n):
     return jnp.concatenate([t * jnp.cos(t), t * jnp.sin(t)], -1) / 5.0 + 0.2 * jax.random.normal(kz, (n, 2))
 
 
+# The roll's density is a 1-D integral over its parameter, p(x) = (1/3π) ∫ N(x; c(t), 0.2² I) dt with
+# c(t) = (t cos t, t sin t)/5 on [1.5π, 4.5π]: the midpoint rule on SWISSROLL_NODES points (spacing
+# 0.0046 in t against a kernel width in t of at least 0.2·5/sqrt(1 + t²) ≥ 0.07) is spectrally accurate.
+SWISSROLL_NODES = 2048
+_SWISSROLL_T = 1.5 * np.pi * (1.0 + 2.0 * (np.arange(SWISSROLL_NODES) + 0.5) / SWISSROLL_NODES)
+_SWISSROLL_CENTRES = np.stack([_SWISSROLL_T * np.cos(_SWISSROLL_T), _SWISSROLL_T * np.sin(_SWISSROLL_T)], -1) / 5.0
+# −∫ p log p by the 2-D midpoint rule (h = 0.02 and 0.01 on [−4.5, 4.5]², float64, agree to 1e-12).
+SWISSROLL_ENTROPY = 2.6696446
+
+
+def _swissroll_log_prob(x):
+    """``log (1/N) Σ_j N(x; c(t_j), 0.2² I)`` over the midpoint nodes ``t_j`` of ``[1.5π, 4.5π]``."""
+    centres = jnp.asarray(_SWISSROLL_CENTRES, jnp.result_type(float))
+    sq = jnp.sum((x - centres) ** 2, -1)
+    return (jax.nn.logsumexp(-sq / (2 * 0.04)) - math.log(SWISSROLL_NODES)) - math.log(2 * math.pi * 0.04)
+
+
 moons = _dataset("moons", _moons)
 eight_gaussians = gaussian_mixture(_eight_gaussians_mixture(), "eight_gaussians", EIGHT_GAUSSIANS_ENTROPY)
 checkerboard = _dataset("checkerboard", _checkerboard, _checkerboard_log_prob, math.log(CHECKERBOARD_AREA))
 two_spirals = _dataset("two_spirals", _two_spirals)
 circles = _dataset("circles", _circles)
 pinwheel = _dataset("pinwheel", _pinwheel)
-swissroll = _dataset("swissroll", _swissroll)
+swissroll = _dataset("swissroll", _swissroll, _swissroll_log_prob, SWISSROLL_ENTROPY)
 
 DATASETS: dict[str, ToyDataset] = {
     ds.name: ds for ds in (moons, eight_gaussians, checkerboard, two_spirals, circles, pinwheel, swissroll)
