@@ -50,8 +50,8 @@ def _check_model(model, event_shape, where: str) -> int:
     except Exception as err:
         raise ValueError(f"{where}: calling model(x) per sample with integer x of shape {tuple(event_shape)} failed: "
                          f"{type(err).__name__}: {err}") from err
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape[:-1] != tuple(event_shape) or out.shape[-1:] < (2,) \
-            or not jnp.issubdtype(out.dtype, jnp.floating):
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape[:-1] == tuple(event_shape) and out.shape[-1] >= 2
+            and jnp.issubdtype(out.dtype, jnp.floating)):
         got = f"{out.shape} {out.dtype}" if isinstance(out, jax.ShapeDtypeStruct) else str(jax.tree.structure(out))
         raise ValueError(f"{where}: model(x) must return float logits of shape (*{tuple(event_shape)}, K) with K >= 2 "
                          f"levels, got {got}")
