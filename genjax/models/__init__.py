@@ -1,0 +1,10 @@
+"""Likelihood-based paradigms beside the interpolant trainer (docs/MATH.md §14–15).
+
+``diffusion_bound``: the discrete-time diffusion bound (Sohl-Dickstein et al. 2015, Ho et al. 2020);
+``vae``: VAE, β-VAE, IWAE, VQ-VAE, FSQ; ``autoregressive``: MADE, PixelCNN, a causal transformer.
+Functions stay namespaced (``genjax.models.autoregressive.bits_per_dim``).
+"""
+
+from . import autoregressive
+
+__all__ = ["autoregressive"]
