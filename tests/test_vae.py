@@ -112,7 +112,7 @@ def test_ppca_mle_is_the_eigen_solution_and_maximises_the_likelihood():
 
 
 def test_ppca_posterior_makes_the_elbo_and_every_iwae_bound_exact():
-    """With the linear decoder and the exact posterior, log w(z) = log p(x) for every z: L_K for K = 1, 3, 50 equals
+    """With the linear decoder and the exact posterior, log w(z) = log p(x) for every z: L_K for K = 1 and 50 equals
     log N(x; μ, C) to float64 rounding on every key, and so does the ELBO with E_q log p(x|z) in closed form,
     −½[d log 2πσ² + (‖x − Wm − μ‖² + tr(W diag(s²) Wᵀ))/σ²], minus gaussian_kl; vae_elbo's one-draw estimate
     averages to it (4 s.e. over 4000 draws).  The posterior agrees with Gaussian conditioning of the joint
@@ -136,7 +136,7 @@ def test_ppca_posterior_makes_the_elbo_and_every_iwae_bound_exact():
                     "conditioning": (model.weight.T @ c_inv @ (x[0] - model.mean),
                                      jnp.eye(Q) - model.weight.T @ c_inv @ model.weight),
                     "log_p": jax.vmap(lambda xi: P.ppca_log_prob(model, xi))(x[:20]),
-                    "iwae": [per_x(lambda xi, key, k=k: V.iwae_bound(vae, model, xi, key, k)) for k in (1, 3, 50)],
+                    "iwae": [per_x(lambda xi, key, k=k: V.iwae_bound(vae, model, xi, key, k)) for k in (1, 50)],
                     "closed_form": jax.vmap(lambda xi: closed_form_elbo(model, xi))(x[:20]),
                     "draws": jax.vmap(lambda k: V.vae_elbo(vae, model, x[0], k).elbo)(jax.random.split(KEY, 4000))}
 
@@ -289,25 +289,30 @@ def test_straight_through_quantiser_and_vq_loss_gradients():
     rng = np.random.default_rng(0)
     z_e = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
     codebook = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
-    z_q, codes, e = V.quantize(z_e, codebook)
-    nearest = np.argmin(((np.asarray(z_e)[:, None] - np.asarray(codebook)[None]) ** 2).sum(-1), axis=1)
-    np.testing.assert_array_equal(codes, nearest)
-    np.testing.assert_allclose(z_q, np.asarray(codebook)[nearest], rtol=1e-6, atol=1e-7)
-    jac_z = jax.jacobian(lambda z: V.quantize(z, codebook)[0])(z_e)
-    np.testing.assert_array_equal(jac_z.reshape(18, 18), np.eye(18))
-    assert not np.any(np.asarray(jax.jacobian(lambda c: V.quantize(z_e, c)[0])(codebook)))
 
     def terms(z, c):
         return V.vq_losses(z, V.quantize(z, c)[2])
 
-    (cb_z, cb_c), (cm_z, cm_c) = (jax.grad(lambda z, c, i=i: terms(z, c)[i], argnums=(0, 1))(z_e, codebook)
-                                  for i in (0, 1))
-    one_hot = np.eye(5)[nearest]
-    diff = np.asarray(e - z_e)
-    np.testing.assert_allclose(cb_c, one_hot.T @ (2 * diff), rtol=1e-5, atol=1e-6)
+    @jax.jit
+    def compute(z_e, codebook):
+        grads = [jax.grad(lambda z, c, i=i: terms(z, c)[i], argnums=(0, 1))(z_e, codebook) for i in (0, 1)]
+        return {"quantized": V.quantize(z_e, codebook), "terms": terms(z_e, codebook), "grads": grads,
+                "jac_z": jax.jacobian(lambda z: V.quantize(z, codebook)[0])(z_e),
+                "jac_c": jax.jacobian(lambda c: V.quantize(z_e, c)[0])(codebook)}
+
+    out = jax.device_get(compute(z_e, codebook))
+    z_q, codes, e = out["quantized"]
+    nearest = np.argmin(((np.asarray(z_e)[:, None] - np.asarray(codebook)[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(codes, nearest)
+    np.testing.assert_allclose(z_q, np.asarray(codebook)[nearest], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out["jac_z"].reshape(18, 18), np.eye(18))
+    assert not np.any(out["jac_c"])
+    (cb_z, cb_c), (cm_z, cm_c) = out["grads"]
+    diff = e - np.asarray(z_e)
+    np.testing.assert_allclose(cb_c, np.eye(5)[nearest].T @ (2 * diff), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(cm_z, -2 * diff, rtol=1e-5, atol=1e-6)
-    assert not np.any(np.asarray(cb_z)) and not np.any(np.asarray(cm_c))
-    np.testing.assert_allclose(*terms(z_e, codebook), rtol=1e-6)  # equal values
+    assert not np.any(cb_z) and not np.any(cm_c)
+    np.testing.assert_allclose(*out["terms"], rtol=1e-6)  # equal values
 
 
 def test_ema_codebook_solves_its_recursion_and_stops_at_the_cluster_means():
@@ -408,8 +413,8 @@ def digits():
 
 def test_train_vae_and_iwae_on_digits(digits):
     """A small VAE (8 latents, one hidden layer of 128) with the discretised decoder, trained by fit on the integer
-    levels for 300 steps: bits/dim fall from about 3.4 to 2.1 (the uniform model scores log₂ 17 = 4.09); on 200
-    held-out digits the K = 8 IWAE bound exceeds the ELBO on the same draws (measured 1.8 ± 0.2 nats, > 4 s.e.)."""
+    levels for 200 steps: bits/dim fall from about 3.4 to 2.2 (the uniform model scores log₂ 17 = 4.09); on 200
+    held-out digits the K = 8 IWAE bound exceeds the ELBO on the same draws (measured 2.3 ± 0.4 nats, > 4 s.e.)."""
     train, test = digits
     event = train.shape[1:]
     encoder, decoder = GaussianEncoder(8, (128,)), GaussianDecoder(event, (128,))
@@ -417,8 +422,8 @@ def test_train_vae_and_iwae_on_digits(digits):
     params = {"encoder": encoder.init(k_enc, jnp.zeros(event)), "decoder": decoder.init(k_dec, jnp.zeros(8))}
     vae = V.VAE(lambda p, x: encoder.apply(p["encoder"], x), lambda p, z: decoder.apply(p["decoder"], z),
                 "discretized", LEVELS)
-    state, history = V.train_vae(vae, params, train, key=KEY, optimizer=optax.adam(2e-3), num_steps=300,
-                                 batch_size=64, steps_per_call=100, progress=False)
+    state, history = V.train_vae(vae, params, train, key=KEY, optimizer=optax.adam(2e-3), num_steps=200,
+                                 batch_size=64, steps_per_call=200, progress=False)
     bpd = history["bits_per_dim"]
     assert bpd[-50:].mean() < 2.5 < bpd[:10].mean(), (bpd[:10].mean(), bpd[-50:].mean())
     keys = jax.random.split(jax.random.key(1), 200)
