@@ -16,7 +16,7 @@ import optax
 import pytest
 from scipy import stats as sps
 
-from genjax.data.images import LEVELS, load_digits, to_symmetric
+from genjax.data.images import LEVELS, discrete_bits_per_dim, load_digits, to_symmetric
 from genjax.models import vae as V
 from genjax.nets.vae import MLP, GaussianDecoder, GaussianEncoder
 from genjax.stats import kl_gaussian, mc_kl, minimise
@@ -279,6 +279,20 @@ def test_discretized_decoder_sums_to_one_and_matches_normal_cdf_differences():
     draws, _ = V.sample_vae(vae, None, KEY, 200_000, 1)
     freq = np.bincount(np.asarray(draws).ravel(), minlength=LEVELS) / draws.size
     assert np.all(np.abs(freq - probs) < 5 * np.sqrt(probs * (1 - probs) / draws.size) + 1e-6)
+
+
+def test_bits_per_dim_of_the_bounds():
+    """Discretised decoder: −bound/(D ln 2), bits of the discrete levels; Gaussian decoder on dequantised data in
+    [−1, 1): images.discrete_bits_per_dim with the symmetric scaling's log-determinant D log 2 (MATH.md §17); a
+    uniform density 2^{−D} on [−1, 1)^D scores log₂ L bits/dim either way."""
+    bound, num_dims = -150.0, 64
+    np.testing.assert_allclose(V.vae_bits_per_dim("discretized", LEVELS, bound, num_dims), 150 / (64 * math.log(2)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(V.vae_bits_per_dim("gaussian", LEVELS, bound, num_dims),
+                               discrete_bits_per_dim(bound, num_dims * math.log(2.0), num_dims, LEVELS), rtol=1e-6)
+    uniform = -num_dims * math.log(2.0)
+    np.testing.assert_allclose(V.vae_bits_per_dim("gaussian", LEVELS, uniform, num_dims), math.log2(LEVELS), rtol=1e-6)
+    assert V.vae_bits_per_dim("gaussian", None, bound, num_dims) is None
 
 
 # ----------------------------------------------------------------------------- VQ-VAE
