@@ -28,9 +28,13 @@ dequantised data in ``[−1, 1)`` (MATH.md §17): bits/dim ``−(ELBO + D log(2/
 **VQ-VAE** (van den Oord et al. 2017): nearest-code quantiser, straight-through
 ``z_q = z_e + sg[e − z_e]``, loss ``−log p(x|z_q) + ‖sg[z_e] − e‖² + β ‖z_e − sg[e]‖²``
 (β = 0.25), or the codebook as exponential moving averages of cluster counts and sums
-(:func:`ema_codebook_update`).  **FSQ** (Mentzer et al. 2023): each channel bounded to L levels
-and rounded with a straight-through gradient (:func:`fsq_quantize`), an implicit codebook of
-``Π L_i`` codes.
+(:func:`ema_codebook_update`).  Through :func:`genjax.train.fit` the EMA runs as gradient descent: an EMA
+``p ← γ p + (1 − γ) t`` is one SGD step of rate ``1 − γ`` on ``½‖p − sg[t]‖²``, so the statistics live in
+``params["codebook_ema"]`` (:func:`init_vqvae_ema_params`), :func:`vqvae_ema_objective` adds those quadratic
+terms and :func:`vqvae_ema_optimizer` gives the statistics ``optax.sgd(1 − γ)``.
+
+**FSQ** (Mentzer et al. 2023): each channel bounded to L levels and rounded with a straight-through gradient
+(:func:`fsq_quantize`), an implicit codebook of ``Π L_i`` codes.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.scipy.special import log_ndtr
 
 from .. import _checks
@@ -58,7 +63,8 @@ __all__ = [
     "reparameterize", "gaussian_kl", "discretized_gaussian_log_prob", "decoder_log_prob",
     "vae_elbo", "iwae_log_weights", "iwae_bound", "vae_bits_per_dim", "vae_objective", "train_vae", "sample_vae",
     "straight_through", "quantize", "vq_losses", "vqvae_loss", "vqvae_objective", "train_vqvae",
-    "init_ema_codebook", "ema_codebook_update", "code_perplexity",
+    "init_ema_codebook", "ema_codebook_update", "ema_codebook", "code_perplexity",
+    "VQ_EMA_KEY", "init_vqvae_ema_params", "vqvae_ema_objective", "vqvae_ema_optimizer",
     "round_ste", "fsq_bound", "fsq_quantize", "fsq_codebook_size", "fsq_codes_to_indices", "fsq_indices_to_codes",
 ]
 
@@ -360,6 +366,21 @@ def code_perplexity(codes, num_codes: int):
     return jnp.exp(entropy), jnp.mean(counts > 0)
 
 
+def _vq_aux(vq: VQVAE, x, terms, num_codes: int) -> dict:
+    """The aux of a VQ-VAE objective (see :func:`vqvae_objective`) from :func:`vqvae_loss`'s batched terms."""
+    perplexity, usage = code_perplexity(terms["codes"], num_codes)
+    nll = jnp.mean(terms["nll"])
+    aux = {"nll": nll, "commitment": jnp.mean(terms["commitment"]), "perplexity": perplexity, "usage": usage}
+    rate = math.prod(terms["codes"].shape[1:]) * math.log(num_codes)
+    bpd = vae_bits_per_dim(vq.decoder, vq.levels, -nll - rate, math.prod(x.shape[1:]))
+    return aux if bpd is None else {**aux, "bits_per_dim": bpd}
+
+
+def _check_vqvae(vq, where: str):
+    if not isinstance(vq, VQVAE):
+        raise ValueError(f"{where}: vq must be a VQVAE(encode, decode, decoder, levels, beta), got {type(vq).__name__}")
+
+
 def vqvae_objective(vq: VQVAE) -> Callable:
     """``loss_fn(params, batch, key)`` for :func:`genjax.train.fit`: the batch mean of :func:`vqvae_loss` with the
     codebook ``params["codebook"]`` ``(K, D)`` learned by gradient (the rest of ``params`` goes to encode/decode).
@@ -369,8 +390,7 @@ def vqvae_objective(vq: VQVAE) -> Callable:
     ``log p(x) ≥ log p(x|z_q) − M log K`` for a uniform prior over the K codes at each of the M latent positions
     (the KL of the deterministic ``q(z|x)``; van den Oord et al. 2017, §3.1).  ``key`` is unused.
     """
-    if not isinstance(vq, VQVAE):
-        raise ValueError(f"vq must be a VQVAE(encode, decode, decoder, levels, beta), got {type(vq).__name__}")
+    _check_vqvae(vq, "vqvae_objective")
 
     def loss_fn(params, batch, key):
         if not (isinstance(params, dict) and "codebook" in params):
@@ -378,20 +398,9 @@ def vqvae_objective(vq: VQVAE) -> Callable:
         x = _unconditional(batch, "vqvae_objective")
         codebook = params["codebook"]
         losses, terms = jax.vmap(lambda xi: vqvae_loss(vq, params, xi, codebook))(x)
-        perplexity, usage = code_perplexity(terms["codes"], codebook.shape[0])
-        nll = jnp.mean(terms["nll"])
-        aux = {"nll": nll, "commitment": jnp.mean(terms["commitment"]), "perplexity": perplexity, "usage": usage}
-        rate = math.prod(terms["codes"].shape[1:]) * math.log(codebook.shape[0])
-        bpd = vae_bits_per_dim(vq.decoder, vq.levels, -nll - rate, math.prod(x.shape[1:]))
-        return jnp.mean(losses), aux if bpd is None else {**aux, "bits_per_dim": bpd}
+        return jnp.mean(losses), _vq_aux(vq, x, terms, codebook.shape[0])
 
     return loss_fn
-
-
-def train_vqvae(vq: VQVAE, params: Any, data, *, key: jax.Array, optimizer, **fit_kwargs) -> tuple[TrainState, dict]:
-    """``fit(vqvae_objective(vq), TrainState.create(params, optimizer, key), data, **fit_kwargs)``: a VQ-VAE with a
-    gradient-trained codebook ``params["codebook"]`` (``num_steps`` and ``batch_size`` required)."""
-    return fit(vqvae_objective(vq), TrainState.create(params, optimizer, key), data, **fit_kwargs)
 
 
 class VQEMAState(NamedTuple):
@@ -411,6 +420,28 @@ def init_ema_codebook(codebook) -> VQEMAState:
     return VQEMAState(codebook, jnp.ones(codebook.shape[0], codebook.dtype), codebook)
 
 
+def _check_ema(decay, epsilon, where: str):
+    if decay is not None and not 0.0 <= decay < 1.0:
+        raise ValueError(f"{where}: decay must lie in [0, 1), got {decay!r}")
+    if epsilon is not None and not epsilon >= 0.0:
+        raise ValueError(f"{where}: epsilon must be >= 0, got {epsilon!r}")
+
+
+def _cluster_stats(z_e, codes, num_codes: int):
+    """The batch statistics ``(n_k, s_k)``: code counts ``(K,)`` and sums ``Σ_{i: code_i = k} sg[z_e,i]`` ``(K, D)``."""
+    flat = jax.lax.stop_gradient(jnp.reshape(z_e, (-1, jnp.shape(z_e)[-1])))
+    one_hot = jax.nn.one_hot(jnp.ravel(codes), num_codes, dtype=flat.dtype)
+    return jnp.sum(one_hot, axis=0), one_hot.T @ flat
+
+
+def ema_codebook(cluster_size, embed_sum, *, epsilon: float = 1e-5):
+    """``e_k = m_k / Ñ_k``, ``Ñ_k = (N_k + ε) / (Σ_j N_j + K ε) · Σ_j N_j``: the codebook of the EMA statistics
+    ``N_k`` ``(K,)`` and ``m_k`` ``(K, D)`` with Laplace smoothing ε (van den Oord et al. 2017, App. A.1)."""
+    total = jnp.sum(cluster_size)
+    smoothed = (cluster_size + epsilon) / (total + cluster_size.shape[0] * epsilon) * total
+    return embed_sum / smoothed[:, None]
+
+
 def ema_codebook_update(state: VQEMAState, z_e, codes, *, decay: float = 0.99, epsilon: float = 1e-5) -> VQEMAState:
     """One EMA codebook step (van den Oord et al. 2017, App. A.1) on encoder outputs ``z_e`` ``(..., D)`` and their
     ``codes`` ``(...)``:
@@ -418,22 +449,114 @@ def ema_codebook_update(state: VQEMAState, z_e, codes, *, decay: float = 0.99, e
         N_k ← γ N_k + (1 − γ) n_k,   m_k ← γ m_k + (1 − γ) Σ_{i: code_i = k} z_e,i,
         Ñ_k = (N_k + ε) / (Σ_j N_j + K ε) · Σ_j N_j,   e_k = m_k / Ñ_k
 
-    (``γ = decay``; ε: Laplace smoothing, keeps unused codes finite).  With ``γ = 0`` and ``ε = 0`` it is one
-    k-means (Lloyd) step: each used code moves to the mean of its cluster, the fixed point of the update.
-    A pure function: carry the state beside the training state (``z_e`` under ``stop_gradient``).
+    (``γ = decay``; ε: Laplace smoothing, keeps unused codes finite; ``n_k`` and the sums are over the whole
+    batch, not means).  With ``γ = 0`` and ``ε = 0`` it is one k-means (Lloyd) step: each used code moves to the
+    mean of its cluster, the fixed point of the update.  A pure function: carry the state beside the training
+    state (``z_e`` under ``stop_gradient``), or train through ``fit`` with :func:`vqvae_ema_objective`.
     """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"ema_codebook_update: decay must lie in [0, 1), got {decay!r}")
-    if not epsilon >= 0.0:
-        raise ValueError(f"ema_codebook_update: epsilon must be >= 0, got {epsilon!r}")
-    num_codes, dim = state.codebook.shape
-    flat = jax.lax.stop_gradient(jnp.reshape(z_e, (-1, dim)))
-    one_hot = jax.nn.one_hot(jnp.ravel(codes), num_codes, dtype=flat.dtype)
-    cluster_size = decay * state.cluster_size + (1.0 - decay) * jnp.sum(one_hot, axis=0)
-    embed_sum = decay * state.embed_sum + (1.0 - decay) * one_hot.T @ flat
-    total = jnp.sum(cluster_size)
-    smoothed = (cluster_size + epsilon) / (total + num_codes * epsilon) * total
-    return VQEMAState(embed_sum / smoothed[:, None], cluster_size, embed_sum)
+    _check_ema(decay, epsilon, "ema_codebook_update")
+    counts, sums = _cluster_stats(z_e, codes, state.codebook.shape[0])
+    cluster_size = decay * state.cluster_size + (1.0 - decay) * counts
+    embed_sum = decay * state.embed_sum + (1.0 - decay) * sums
+    return VQEMAState(ema_codebook(cluster_size, embed_sum, epsilon=epsilon), cluster_size, embed_sum)
+
+
+VQ_EMA_KEY = "codebook_ema"
+
+
+def init_vqvae_ema_params(params: dict) -> dict:
+    """``params`` with its ``"codebook"`` ``(K, D)`` replaced by the EMA statistics of :func:`init_ema_codebook`,
+    ``params["codebook_ema"] = {"cluster_size": N_k = 1, "embed_sum": m_k = e_k}`` (so the codebook starts at
+    ``e_k`` for any ε): the parameters of :func:`vqvae_ema_objective`."""
+    if not (isinstance(params, dict) and "codebook" in params and VQ_EMA_KEY not in params):
+        raise ValueError(f"init_vqvae_ema_params: params must be a dict holding the codebook (K, D) under 'codebook' "
+                         f"and nothing under {VQ_EMA_KEY!r}")
+    state = init_ema_codebook(params["codebook"])
+    rest = {k: v for k, v in params.items() if k != "codebook"}
+    return {**rest, VQ_EMA_KEY: {"cluster_size": state.cluster_size, "embed_sum": state.embed_sum}}
+
+
+def vqvae_ema_objective(vq: VQVAE, *, epsilon: float = 1e-5) -> Callable:
+    """``loss_fn(params, batch, key)`` for :func:`genjax.train.fit` with the EMA codebook (MATH.md §15) of
+    :func:`ema_codebook_update` kept in ``params["codebook_ema"]`` (:func:`init_vqvae_ema_params`); train it with
+    :func:`vqvae_ema_optimizer`.
+
+    The codebook is ``e = sg[ema_codebook(N, m, ε)]``; the encoder and decoder get the gradient of the batch mean of
+    ``−log p(x|z_q) + β ‖z_e − sg[e]‖²`` (no codebook term) and the statistics that of
+
+        R = ½ Σ_k (N_k − sg[n_k])² + ½ Σ_k ‖m_k − sg[s_k]‖²,   s_k = Σ_{i: code_i = k} z_e,i
+
+    (batch counts and sums over all B·M latent vectors, as in :func:`ema_codebook_update`): one SGD step of rate
+    ``1 − γ`` on R is the EMA ``N ← γ N + (1 − γ) n``, ``m ← γ m + (1 − γ) s``.  The returned loss is
+    ``mean(nll + β commitment) + R − sg[R]``, whose value leaves R out; aux adds ``ema_residual`` (R) to those of
+    :func:`vqvae_objective`.  ``key`` is unused.
+    """
+    _check_vqvae(vq, "vqvae_ema_objective")
+    _check_ema(None, epsilon, "vqvae_ema_objective")
+
+    def loss_fn(params, batch, key):
+        stats = params.get(VQ_EMA_KEY) if isinstance(params, dict) else None
+        if not (isinstance(stats, dict) and set(stats) == {"cluster_size", "embed_sum"}):
+            raise ValueError(f"vqvae_ema_objective: params must be a dict holding {{'cluster_size': (K,), "
+                             f"'embed_sum': (K, D)}} under {VQ_EMA_KEY!r} (see init_vqvae_ema_params)")
+        x = _unconditional(batch, "vqvae_ema_objective")
+        size, embed_sum = stats["cluster_size"], stats["embed_sum"]
+        codebook = jax.lax.stop_gradient(ema_codebook(size, embed_sum, epsilon=epsilon))
+        losses, terms = jax.vmap(lambda xi: vqvae_loss(vq, params, xi, codebook, codebook_loss=False))(x)
+        counts, sums = _cluster_stats(terms["z_e"], terms["codes"], codebook.shape[0])
+        residual = 0.5 * jnp.sum((size - counts) ** 2) + 0.5 * jnp.sum((embed_sum - sums) ** 2)
+        loss = jnp.mean(losses) + (residual - jax.lax.stop_gradient(residual))
+        return loss, {**_vq_aux(vq, x, terms, codebook.shape[0]), "ema_residual": residual}
+
+    return loss_fn
+
+
+def vqvae_ema_optimizer(optimizer, *, decay: float = 0.99, clip_norm: float | None = None):
+    """``optax.partition``: ``optax.sgd(1 − decay)`` on ``params["codebook_ema"]`` (the EMA of
+    :func:`vqvae_ema_objective`) and ``optimizer`` on every other entry of the params dict, after clipping their
+    gradients' global norm to ``clip_norm`` (if set).
+
+    Clip here, never with ``fit(clip_norm=…)``: that clips all gradients together, the statistics' included,
+    which breaks the EMA identity (``train_vqvae(codebook="ema")`` routes its ``clip_norm`` here).  ``fit``'s
+    ``grad_norm`` likewise includes the statistics' gradients ``N − n`` and ``m − s``.
+    """
+    _check_ema(decay, None, "vqvae_ema_optimizer")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"vqvae_ema_optimizer: optimizer must be an optax.GradientTransformation, got "
+                         f"{type(optimizer).__name__}")
+    if clip_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(_checks.check_positive_float(clip_norm, "clip_norm")),
+                                optimizer)
+
+    def labels(params):
+        if not (isinstance(params, dict) and VQ_EMA_KEY in params):
+            raise ValueError(f"vqvae_ema_optimizer: params must be a dict holding the EMA statistics under "
+                             f"{VQ_EMA_KEY!r} (see init_vqvae_ema_params)")
+        return {k: "ema" if k == VQ_EMA_KEY else "model" for k in params}
+
+    return optax.partition({"ema": optax.sgd(1.0 - decay), "model": optimizer}, labels)
+
+
+def train_vqvae(vq: VQVAE, params: Any, data, *, key: jax.Array, optimizer, codebook: str = "gradient",
+                decay: float = 0.99, epsilon: float = 1e-5, **fit_kwargs) -> tuple[TrainState, dict]:
+    """Train a VQ-VAE with :func:`genjax.train.fit` (``num_steps`` and ``batch_size`` required); ``params`` holds the
+    initial codebook ``(K, D)`` under ``"codebook"``.
+
+    * ``codebook="gradient"``: ``fit(vqvae_objective(vq), TrainState.create(params, optimizer, key), data, …)``;
+    * ``codebook="ema"``: the EMA codebook (``decay`` γ, Laplace ``epsilon``), ``fit`` on
+      :func:`vqvae_ema_objective` with :func:`init_vqvae_ema_params` and :func:`vqvae_ema_optimizer`, which takes
+      ``clip_norm`` (clipping the encoder and decoder gradients only).  The codebook of the result is
+      ``ema_codebook(**state.params["codebook_ema"], epsilon=epsilon)``.  ``state.ema_params`` (fit's Polyak
+      average) averages the statistics too: its codebook ``m̄_k / Ñ̄_k`` is still a weighted mean of past
+      encoder outputs, over a longer window (harmless for the averaged encoder; ``state.params`` holds the
+      paper's codebook).
+    """
+    _checks.check_choice(codebook, "codebook", ("gradient", "ema"))
+    if codebook == "gradient":
+        return fit(vqvae_objective(vq), TrainState.create(params, optimizer, key), data, **fit_kwargs)
+    tx = vqvae_ema_optimizer(optimizer, decay=decay, clip_norm=fit_kwargs.pop("clip_norm", None))
+    state = TrainState.create(init_vqvae_ema_params(params), tx, key)
+    return fit(vqvae_ema_objective(vq, epsilon=epsilon), state, data, **fit_kwargs)
 
 
 # ----------------------------------------------------------------------------- FSQ
