@@ -48,7 +48,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.scipy.special import log_ndtr
 
 from .. import _checks
 from ..data.images import from_symmetric, to_symmetric
@@ -57,6 +56,7 @@ from ..stats.gaussian import gaussian_log_prob
 from ..train.interpolant import split_batch
 from ..train.loop import fit
 from ..train.state import TrainState
+from .diffusion_bound import discretized_gaussian_log_prob as discretized_levels_log_prob
 
 __all__ = [
     "DECODERS", "VAE", "ELBO", "VQVAE", "VQEMAState",
@@ -88,24 +88,16 @@ def discretized_gaussian_log_prob(x, mean, log_var, levels: int):
     ``e_L = +∞``: the discretised Gaussian over L levels (MATH.md §15).
 
     ``x`` holds integer levels ``0..L−1`` (any shape); ``mean`` and ``log_var = log σ²`` broadcast
-    against it.  Each difference of CDFs is taken in the tail where it is small
-    (``log Φ(b) + log(1 − e^{log Φ(a) − log Φ(b)})``, or the same with ``−b, −a``), so it stays
-    accurate far from the mean.  Summed over levels the probabilities are exactly 1.
+    against it.  The bins are those of the centres ``(2k + 1)/L − 1``
+    (:func:`genjax.models.diffusion_bound.discretized_gaussian_log_prob` with ``level_grid="centres"``,
+    which takes each difference of CDFs in its smaller tail); the probabilities sum to 1 over levels.
     """
-    x = jnp.asarray(x)
     mean = jnp.asarray(mean)
-    inv_std = jnp.exp(-0.5 * jnp.asarray(log_var))
-    level = x.astype(mean.dtype)
-    a = (2.0 * level / levels - 1.0 - mean) * inv_std
-    b = (2.0 * (level + 1.0) / levels - 1.0 - mean) * inv_std
-
-    def log_diff(hi, lo):  # log(e^hi − e^lo) for hi > lo
-        return hi + jnp.log(-jnp.expm1(jnp.minimum(lo - hi, -1e-30)))
-
-    lower_tail = a + b < 0
-    middle = jnp.where(lower_tail, log_diff(log_ndtr(b), log_ndtr(a)), log_diff(log_ndtr(-a), log_ndtr(-b)))
-    log_p = jnp.where(x == 0, log_ndtr(b), jnp.where(x == levels - 1, log_ndtr(-a), middle))
-    return jnp.sum(log_p)
+    centres = (2.0 * jnp.asarray(x).astype(mean.dtype) + 1.0) / levels - 1.0
+    shape = jnp.broadcast_shapes(centres.shape, mean.shape, jnp.shape(log_var))
+    std = jnp.broadcast_to(jnp.exp(0.5 * jnp.asarray(log_var)), shape)
+    return discretized_levels_log_prob(jnp.broadcast_to(centres, shape), jnp.broadcast_to(mean, shape), std, levels,
+                                       "centres")
 
 
 def decoder_log_prob(decoder: str, levels, x, mean, log_var):
