@@ -5,7 +5,8 @@ Data at t = 0, prior at t = 1 (docs/MATH.md).  A model is a per-sample callable 
 takes it with an ``Interpolant`` and a prediction name.
 """
 
-from . import couplings, data, distill, flows, guidance, interpolants, losses, metrics, model, nets, ode, samplers, stats, targets, train
+from . import (couplings, data, distill, flows, guidance, interpolants, losses, metrics, model, models, nets, ode,
+               samplers, stats, targets, train)
 from .guidance import classifier_free
 from .interpolants import Interpolant, convert
 from .likelihood import bits_per_dim, cnf_log_prob, log_likelihood
@@ -29,6 +30,7 @@ __all__ = [
     "couplings",
     "data",
     "distill",
+    "models",
     "fit",
     "flows",
     "guidance",

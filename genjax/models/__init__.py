@@ -5,6 +5,9 @@
 Functions stay namespaced (``genjax.models.autoregressive.bits_per_dim``).
 """
 
-from . import autoregressive
+from . import autoregressive, diffusion_bound, vae
+from .diffusion_bound import bound_terms, iw_log_likelihood, sohl_dickstein_k, train_ddpm
+from .vae import VAE, VQVAE, train_vae, train_vqvae
 
-__all__ = ["autoregressive"]
+__all__ = ["VAE", "VQVAE", "autoregressive", "bound_terms", "diffusion_bound", "iw_log_likelihood",
+           "sohl_dickstein_k", "train_ddpm", "train_vae", "train_vqvae", "vae"]

@@ -31,6 +31,7 @@ from .gaussian import (
 )
 from .gmm import GMMFit, em, fit_gmm, init_gmm, kmeans_plusplus
 from .kde import KDE, kde, scott_factor, silverman_factor
+from .ppca import PPCA, ppca_covariance, ppca_log_likelihood, ppca_log_prob, ppca_mle, ppca_posterior
 
 __all__ = [
     "F_DIVERGENCES",
@@ -41,6 +42,7 @@ __all__ = [
     "KL",
     "MCEstimate",
     "NEYMAN",
+    "PPCA",
     "PEARSON",
     "REVERSE_KL",
     "SQUARED_HELLINGER",
@@ -58,6 +60,11 @@ __all__ = [
     "kl_gaussian",
     "kmeans_plusplus",
     "mc_js",
+    "ppca_covariance",
+    "ppca_log_likelihood",
+    "ppca_log_prob",
+    "ppca_mle",
+    "ppca_posterior",
     "mc_kl",
     "mean_log_likelihood",
     "minimise",
