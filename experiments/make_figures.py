@@ -2,9 +2,9 @@
 
 Each experiment runs in its own process (``python experiments/<name>.py --out runs/<name>``) and
 writes ``runs/<name>/results.json`` as usual; its figures are then copied into ``docs/figures/``.
-With every experiment this takes about 50 minutes on an idle 2-core CPU (most of it ``bridges``, ``few_step``,
-``score_matching``, ``flows_2d`` and ``ncsn_2d``); ``--experiments`` picks some, ``--copy-only`` copies the
-figures of earlier runs without running anything.
+With every experiment this takes about 70 minutes on an idle 2-core CPU (most of it ``bridges``, ``few_step``,
+``likelihood_zoo``, ``score_matching``, ``flows_2d`` and ``ncsn_2d``); ``--experiments`` picks some,
+``--copy-only`` copies the figures of earlier runs without running anything.
 
     make figures                                                 # all experiments
     make figures ARGS="--experiments quickstart langevin"
@@ -40,10 +40,11 @@ FIGURES = {
     "patches": {"samples.png": "patches_samples.png"},
     "bridges": {"trajectories.png": "bridges_trajectories.png", "nfe.png": "bridges_nfe.png"},
     "few_step": {"frontier.png": "few_step_frontier.png", "samples.png": "few_step_samples.png"},
+    "likelihood_zoo": {"samples.png": "likelihood_zoo_samples.png"},
 }
 Experiment = Literal["quickstart", "mle_trinity", "mode_covering", "estimators_1d", "langevin", "anomaly_detection",
                      "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches", "bridges",
-                     "few_step"]
+                     "few_step", "likelihood_zoo"]
 
 
 @dataclasses.dataclass(frozen=True)
