@@ -43,7 +43,7 @@ import flows_digits  # noqa: E402  (experiments/ is on sys.path when this script
 import genjax  # noqa: E402
 from genjax import interpolants, metrics, report  # noqa: E402
 from genjax.data import images, toy  # noqa: E402
-from genjax.flows import Flow, realnvp  # noqa: E402
+from genjax.flows import Flow, ffjord, glow_2d, realnvp  # noqa: E402
 from genjax.models import autoregressive as ar  # noqa: E402
 from genjax.models import diffusion_bound as db  # noqa: E402
 from genjax.models import vae as V  # noqa: E402
@@ -59,8 +59,8 @@ DigitModel = Literal["markov", "made", "pixelcnn", "transformer", "realnvp", "gl
                      "ddpm-learned", "fm"]
 DIGIT_MODELS: tuple[DigitModel, ...] = ("markov", "made", "pixelcnn", "transformer", "realnvp", "glow", "vae",
                                         "vqvae", "ddpm", "ddpm-learned", "fm")
-ToyModel = Literal["gaussian", "realnvp", "vae", "ddpm", "ddpm-learned", "fm"]
-TOY_MODELS: tuple[ToyModel, ...] = ("gaussian", "realnvp", "vae", "ddpm", "ddpm-learned", "fm")
+ToyModel = Literal["gaussian", "realnvp", "glow", "ffjord", "vae", "ddpm", "ddpm-learned", "fm"]
+TOY_MODELS: tuple[ToyModel, ...] = ("gaussian", "realnvp", "glow", "ffjord", "vae", "ddpm", "ddpm-learned", "fm")
 DDPM = interpolants.ddpm  # T = 1000, β linear from 1e-4 to 0.02 (Ho et al. 2020)
 
 
@@ -105,6 +105,8 @@ class Config(report.RunConfig):
     """Swiss-roll test points of the importance-weighted estimate."""
     toy_steps: int = 5000
     """Training steps of each swiss-roll model."""
+    cnf_steps: int = 400
+    """Training steps of FFJORD (an adaptive ODE solve and its adjoint per step)."""
     toy_train: int = 20000
     """Swiss-roll training points (a fixed sample, like a data set)."""
     toy_test: int = 5000
@@ -114,14 +116,15 @@ class Config(report.RunConfig):
 
     def __post_init__(self):
         report.check_positive(self, "steps", "conv_steps", "batch_size", "lr", "made_lr", "iwae_k", "vae_latents",
-                              "vq_latents", "vq_codes", "validation", "eval_every", "patience", "bpd_images", "iw_chains", "iw_points",
+                              "vq_latents", "vq_codes", "validation", "eval_every", "patience", "bpd_images", "iw_chains", "iw_points", "cnf_steps",
                               "toy_steps", "toy_train", "toy_test")
 
     def resolved(self) -> "Config":
         if not self.quick:
             return self
         return dataclasses.replace(self, steps=60, conv_steps=20, iwae_k=8, bpd_images=8, toy_steps=100,
-                                   toy_train=2000, toy_test=500, eval_every=20, iw_chains=2, iw_points=50, quick=False)
+                                   toy_train=2000, toy_test=500, eval_every=20, iw_chains=2, iw_points=50, cnf_steps=10,
+                                   quick=False)
 
 
 def adam(cfg: Config, steps: int, lr: float | None = None):
@@ -338,13 +341,23 @@ def toy_rows(cfg, name, train, test, key):
         diff = test - mean
         nll = 0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) + np.log(np.linalg.det(2 * np.pi * cov)))
         return [row("swissroll", "Gaussian (MLE)", "exact", *mean_se(nll), 5, 0, 0.0)]
-    if name == "realnvp":
-        flow = Flow(realnvp((2,), 8, (64, 64)), (2,))
+    if name in ("realnvp", "glow"):  # the 2-D flows of experiments/flows_2d.py
+        flow = Flow(realnvp((2,), 8, (64, 64)) if name == "realnvp" else glow_2d(2, 4, (64, 64)), (2,))
         params = flow.init(k_init, jnp.asarray(train[:1024]))
         (state, _), train_s = timed(fit, flow.loss, TrainState.create(params, adam(cfg, steps), k_fit),
                                     jnp.asarray(train), **kw)
         nll = -jax.jit(flow.log_prob)(state.ema_params, jnp.asarray(test))
-        return [row("swissroll", "RealNVP", "exact", *mean_se(nll), count_params(params), steps, train_s)]
+        return [row("swissroll", {"realnvp": "RealNVP", "glow": "Glow-2D"}[name], "exact", *mean_se(nll),
+                    count_params(params), steps, train_s)]
+    if name == "ffjord":
+        cnf = ffjord(2, (64,) * 3, rtol=1e-4, atol=1e-4)
+        params = cnf.init(k_init, jnp.asarray(train[:8]))
+        (state, _), train_s = timed(fit, cnf.loss, TrainState.create(params, adam(cfg, cfg.cnf_steps), k_fit),
+                                    jnp.asarray(train), **fit_kwargs(cfg, cfg.cnf_steps, batch_size=128))
+        evaluate = dataclasses.replace(cnf, rtol=1e-5, atol=1e-5)
+        nll = -jax.jit(evaluate.log_prob)(state.ema_params, jnp.asarray(test))
+        return [row("swissroll", "FFJORD", "exact divergence", *mean_se(nll), count_params(params), cfg.cnf_steps,
+                    train_s)]
     if name == "vae":
         k_enc, k_dec = jax.random.split(k_init)
         encoder, decoder = GaussianEncoder(2, (128, 128)), GaussianDecoder((2,), (128, 128))
