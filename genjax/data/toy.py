@@ -76,20 +76,22 @@ def _dataset(name, sampler, log_prob=None, entropy=None, dim=2) -> ToyDataset:
             raise ValueError(f"{name}.sample: n must be a positive integer, got {n}")
         return compiled(key, n)
 
-    checked_log_prob = None
-    if log_prob is not None:
-
-        def checked_log_prob(x):
-            x = jnp.asarray(x)
-            if x.shape != (dim,):
-                raise ValueError(
-                    f"{name}.log_prob: x must be one point of shape ({dim},) (vmap for batches), got {x.shape}"
-                )
-            return log_prob(x)
-
-        checked_log_prob.__doc__ = log_prob.__doc__
     sample.__doc__ = sampler.__doc__
+    checked_log_prob = None if log_prob is None else _checked_log_prob(name, log_prob, dim)
     return ToyDataset(name, sample, checked_log_prob, None if entropy is None else float(entropy), dim)
+
+
+def _checked_log_prob(name, log_prob, dim):
+    """``log_prob`` that refuses anything but one point of shape ``(dim,)``."""
+
+    def checked_log_prob(x):
+        x = jnp.asarray(x)
+        if x.shape != (dim,):
+            raise ValueError(f"{name}.log_prob: x must be one point of shape ({dim},) (vmap for batches), got {x.shape}")
+        return log_prob(x)
+
+    checked_log_prob.__doc__ = log_prob.__doc__
+    return checked_log_prob
 
 
 def gaussian_mixture(
@@ -135,6 +137,37 @@ def _moons(key, n):
     x = jnp.where(upper, jnp.stack([c, s], -1), jnp.stack([1.0 - c, 0.5 - s], -1))
     x = x + 0.1 * jax.random.normal(kz, (n, 2))
     return (x - jnp.asarray(MOONS_MEAN)) / jnp.asarray(MOONS_STD)
+
+
+def _log_mix_gaussians(x, centres, log_weights, std: float):
+    """``log Σ_j w_j N(x; c_j, std² I)`` for a 2-D point ``x``: a quadrature rule (nodes ``c_j = c(t_j)``, weights
+    ``w_j``) for a density ``∫ N(x; c(t), std² I) dt`` averaged over a curve's parameter."""
+    dtype = jnp.result_type(float)
+    sq = jnp.sum((x - jnp.asarray(centres, dtype)) ** 2, -1)
+    return jax.nn.logsumexp(jnp.asarray(log_weights, dtype) - sq / (2 * std**2)) - math.log(2 * math.pi * std**2)
+
+
+# The raw density averages the noise kernel over both arcs, p(x) = (1/2π) Σ_arc ∫_0^π N(x; c_arc(θ), 0.1² I) dθ,
+# by Gauss–Legendre quadrature on MOONS_NODES nodes per arc: 1e−12 from scipy's adaptive quadrature in float64
+# on and off the arcs.  (The midpoint rule is off by 2e−4 nats next to an arc's end, its O(h²) endpoint term,
+# even with 1024 nodes.)  The standardised density is p(MOONS_MEAN + MOONS_STD·y) · MOONS_STD_x · MOONS_STD_y.
+MOONS_NODES = 256
+_MOONS_GL_NODES, _MOONS_GL_WEIGHTS = np.polynomial.legendre.leggauss(MOONS_NODES)  # on [−1, 1]
+_MOONS_THETA = np.pi * (_MOONS_GL_NODES + 1.0) / 2.0
+_MOONS_CENTRES = np.concatenate([np.stack([np.cos(_MOONS_THETA), np.sin(_MOONS_THETA)], -1),
+                                 np.stack([1.0 - np.cos(_MOONS_THETA), 0.5 - np.sin(_MOONS_THETA)], -1)])
+_MOONS_LOG_WEIGHTS = np.log(np.tile(_MOONS_GL_WEIGHTS, 2) / 4.0)  # (π/2) w_j / (2π): both arcs, θ ∈ [0, π]
+_MOONS_LOG_JACOBIAN = math.log(MOONS_STD[0] * MOONS_STD[1])
+# −∫ p log p of the standardised moons by the 2-D midpoint rule in float64 on [−4.5, 4.5]² (h = 0.02 and 0.01
+# agree to 1e−13); the Monte-Carlo estimate −mean log p over 10⁶ draws of the generator (key 0) is
+# 1.82965 ± 0.00075 (s.e.).
+MOONS_ENTROPY = 1.8296396639
+
+
+def _moons_log_prob(y):
+    """``log p(MOONS_MEAN + MOONS_STD·y) + log(MOONS_STD_x MOONS_STD_y)``, ``p`` the raw moons by Gauss–Legendre."""
+    x = jnp.asarray(MOONS_MEAN) + jnp.asarray(MOONS_STD) * y
+    return _log_mix_gaussians(x, _MOONS_CENTRES, _MOONS_LOG_WEIGHTS, 0.1) + _MOONS_LOG_JACOBIAN
 
 
 # -- eight Gaussians ------------------------------------------------------------------
@@ -221,12 +254,10 @@ SWISSROLL_ENTROPY = 2.6696446
 
 def _swissroll_log_prob(x):
     """``log (1/N) Σ_j N(x; c(t_j), 0.2² I)`` over the midpoint nodes ``t_j`` of ``[1.5π, 4.5π]``."""
-    centres = jnp.asarray(_SWISSROLL_CENTRES, jnp.result_type(float))
-    sq = jnp.sum((x - centres) ** 2, -1)
-    return (jax.nn.logsumexp(-sq / (2 * 0.04)) - math.log(SWISSROLL_NODES)) - math.log(2 * math.pi * 0.04)
+    return _log_mix_gaussians(x, _SWISSROLL_CENTRES, -math.log(SWISSROLL_NODES), 0.2)
 
 
-moons = _dataset("moons", _moons)
+moons = _dataset("moons", _moons, _moons_log_prob, MOONS_ENTROPY)
 eight_gaussians = gaussian_mixture(_eight_gaussians_mixture(), "eight_gaussians", EIGHT_GAUSSIANS_ENTROPY)
 checkerboard = _dataset("checkerboard", _checkerboard, _checkerboard_log_prob, math.log(CHECKERBOARD_AREA))
 two_spirals = _dataset("two_spirals", _two_spirals)
