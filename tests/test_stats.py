@@ -74,17 +74,6 @@ def test_fisher_information_and_standard_errors():
     np.testing.assert_allclose(float(jnp.std(jnp.sqrt(vars_))), float(se_sigma), rtol=0.06)
 
 
-def test_jko_step_for_kl_to_standard_normal():
-    energy = lambda m, s: S.kl_gaussian(m, s**2, jnp.zeros_like(m), 1.0)  # noqa: E731
-    m, s, tau = jnp.array([2.0, -1.0]), jnp.array([1.0, 0.5]), 0.5
-    new_m, new_s = S.jko_step_gaussian(energy, m, s, tau)
-    # MATH.md §9.11: mean m/(1+τ); the std solves (1+τ)s'² − s s' − τ = 0 (s = 1 → s' = 1).
-    want_s = (s + jnp.sqrt(s**2 + 4 * tau * (1 + tau))) / (2 * (1 + tau))
-    # Adam with a decayed step on a strongly convex objective: converged to ~1e-4.
-    np.testing.assert_allclose(new_m, m / (1 + tau), atol=1e-3)
-    np.testing.assert_allclose(new_s, want_s, atol=1e-3)
-
-
 # -- EM ----------------------------------------------------------------------------------
 TRUTH = GaussianMixture.create(
     jnp.array([0.3, 0.5, 0.2]),
@@ -421,5 +410,3 @@ def test_bad_input_raises_clear_errors(em_data):
         S.kl_gaussian(jnp.zeros(2), 1.0, jnp.zeros(3), 1.0)
     with pytest.raises(ValueError, match="q > 0"):
         S.KL(jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0]))
-    with pytest.raises(ValueError, match="tau"):
-        S.jko_step_gaussian(lambda m, s: m, 0.0, 1.0, 0.0)

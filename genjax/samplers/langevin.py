@@ -1,6 +1,8 @@
 """Langevin samplers (MATH.md §5): ULA, MALA, SGLD, annealed Langevin, predictor–corrector.
 
-Every method is one move, ``x ← x + h ∇log p(x) + sqrt(2h) ξ`` (:func:`langevin_move`):
+Every method is one move, ``x ← x + h ∇log p(x) + sqrt(2h) ξ`` (:func:`langevin_move`), or with a
+constant SPD preconditioner M, ``x ← x + h M ∇log p(x) + sqrt(2h) M^{1/2} ξ`` (Girolami & Calderhead
+2011, constant metric; :func:`preconditioner`):
 
 * ULA — the move itself (Roberts & Tweedie 1996, "unadjusted");
 * MALA — the move as a proposal with a Metropolis–Hastings correction (Roberts & Tweedie 1996);
@@ -41,6 +43,8 @@ __all__ = [
     "MALAInfo",
     "SGLDState",
     "SGLDInfo",
+    "Preconditioner",
+    "preconditioner",
     "langevin_move",
     "ula",
     "mala",
@@ -86,8 +90,70 @@ class SGLDInfo(NamedTuple):
     step_size: jax.Array
 
 
-def langevin_move(x, score, step_size, noise):
-    """``x + h s + sqrt(2h) ξ``: Euler–Maruyama for ``dx = ∇log p dt + sqrt(2) dW`` with step ``h``."""
+class Preconditioner(NamedTuple):
+    """A constant SPD matrix ``M``, as its diagonal (the event shape) or a ``(d, d)`` matrix for events ``(d,)``,
+    and its Cholesky factor ``C`` (``C Cᵀ = M``; the elementwise square root for a diagonal)."""
+
+    matrix: jax.Array
+    factor: jax.Array
+
+    def _full(self, v) -> bool:
+        """Whether M acts on ``v`` as a matrix; raises a ``ValueError`` if the shapes do not fit."""
+        if self.matrix.ndim == 2 and v.ndim == 1 and self.matrix.shape == (v.shape[0],) * 2:
+            return True
+        if self.matrix.shape != v.shape:
+            raise ValueError(f"preconditioner of shape {self.matrix.shape} does not fit positions of event shape "
+                             f"{v.shape}: give the diagonal (shape {v.shape}) or, for events (d,), a (d, d) matrix")
+        return False
+
+    def apply(self, v):
+        """``M v``."""
+        return self.matrix @ v if self._full(v) else self.matrix * v
+
+    def root(self, v):
+        """``C v``: ``M^{1/2} ξ`` in law (``Cov(C ξ) = M``)."""
+        return self.factor @ v if self._full(v) else self.factor * v
+
+    def inverse_quadratic(self, v):
+        """``vᵀ M⁻¹ v``."""
+        if self._full(v):
+            return jnp.sum(jax.scipy.linalg.solve_triangular(self.factor, v, lower=True) ** 2)
+        return jnp.sum(v**2 / self.matrix)
+
+
+def preconditioner(matrix, name: str = "preconditioner") -> Preconditioner:
+    """A :class:`Preconditioner` from a positive diagonal (the event shape) or a ``(d, d)`` SPD matrix.
+
+    A square 2-D array is read as the matrix (for events ``(d,)``); other arrays as the diagonal.
+
+    With ``M = Σ`` on a Gaussian target ``N(μ, Σ)`` the drift ``−h (x − μ)`` contracts every direction
+    alike, so the usable step no longer shrinks with the condition number of Σ.
+    """
+    m = jnp.asarray(matrix, jnp.result_type(float))
+    if m.ndim == 0:
+        raise ValueError(f"{name}: give the diagonal of M as an array (event shape) or a (d, d) matrix, got a scalar")
+    if is_concrete(m) and not bool(jnp.all(jnp.isfinite(m))):
+        raise ValueError(f"{name} contains NaN or inf values")
+    if m.ndim == 2 and m.shape[0] == m.shape[1]:
+        if is_concrete(m) and not bool(jnp.allclose(m, m.T, rtol=1e-5, atol=1e-6)):
+            raise ValueError(f"{name}: a (d, d) matrix M must be symmetric")
+        factor = jnp.linalg.cholesky(m)
+        if is_concrete(m) and not bool(jnp.all(jnp.isfinite(factor))):
+            raise ValueError(f"{name}: M must be positive definite (its Cholesky factorisation failed)")
+        return Preconditioner(m, factor)
+    if is_concrete(m) and not bool(jnp.all(m > 0)):
+        raise ValueError(f"{name}: a diagonal M must be positive, got {m}")
+    return Preconditioner(m, jnp.sqrt(m))
+
+
+def langevin_move(x, score, step_size, noise, precondition: Preconditioner | None = None):
+    """``x + h s + sqrt(2h) ξ``: Euler–Maruyama for ``dx = ∇log p dt + sqrt(2) dW`` with step ``h``.
+
+    With ``precondition`` (M): ``x + h M s + sqrt(2h) M^{1/2} ξ``, Euler–Maruyama for
+    ``dx = M ∇log p dt + sqrt(2) M^{1/2} dW``, which also leaves p invariant.
+    """
+    if precondition is not None:
+        score, noise = precondition.apply(score), precondition.root(noise)
     return x + step_size * score + jnp.sqrt(2.0 * step_size) * noise
 
 
@@ -111,45 +177,54 @@ def _score_of(name, score_fn, log_prob_fn):
     return jax.grad(log_prob_fn)
 
 
-def ula(step_size, *, score_fn: Callable | None = None, log_prob_fn: Callable | None = None) -> Kernel:
+def ula(step_size, *, score_fn: Callable | None = None, log_prob_fn: Callable | None = None,
+        precondition=None) -> Kernel:
     """Unadjusted Langevin: ``x ← x + h ∇log p(x) + sqrt(2h) ξ``.
 
     Give the score ``score_fn(x)`` or the log-density ``log_prob_fn(x)`` (differentiated by
     ``jax.grad``).  Biased for ``h > 0``: on ``N(0, s²)`` the stationary variance is
-    ``s² / (1 − h/(2s²))`` (MATH.md §9.8).
+    ``s² / (1 − h/(2s²))`` (MATH.md §9.8).  ``precondition``: a constant SPD M (its diagonal or a
+    ``(d, d)`` matrix, see :func:`preconditioner`) for ``x ← x + h M ∇log p(x) + sqrt(2h) M^{1/2} ξ``;
+    on ``N(0, diag s²)`` with diagonal M coordinate i has stationary variance ``s_i²/(1 − h m_i/(2 s_i²))``.
     """
     _check_step_size("ula", step_size)
     score = _score_of("ula", score_fn, log_prob_fn)
+    precondition = None if precondition is None else preconditioner(precondition, "ula: precondition")
 
     def step(key, state):
         x = state.position
-        x = langevin_move(x, score(x), step_size, jax.random.normal(key, x.shape, x.dtype))
+        x = langevin_move(x, score(x), step_size, jax.random.normal(key, x.shape, x.dtype), precondition)
         return LangevinState(x), {}
 
     return Kernel(LangevinState, step)
 
 
-def mala(log_prob_fn: Callable, step_size) -> Kernel:
+def mala(log_prob_fn: Callable, step_size, *, precondition=None) -> Kernel:
     """Metropolis-adjusted Langevin (Roberts & Tweedie 1996); exact stationary law ``p``.
 
     Proposal ``y = x + h ∇log p(x) + sqrt(2h) ξ``, accepted with probability
     ``min(1, p(y) q(x|y) / (p(x) q(y|x)))``, ``q(y|x) ∝ exp(−‖y − x − h∇log p(x)‖²/(4h))``.
+    With ``precondition`` M (as in :func:`ula`): ``y = x + h M ∇log p(x) + sqrt(2h) M^{1/2} ξ`` and
+    ``q(y|x) ∝ exp(−(y − x − hM∇log p(x))ᵀ M⁻¹ (y − x − hM∇log p(x))/(4h))`` (Girolami & Calderhead 2011).
     """
     if not callable(log_prob_fn):
         raise ValueError(f"mala: log_prob_fn must be a callable x -> log p(x), got {log_prob_fn!r}")
     _check_step_size("mala", step_size)
     value_and_grad = jax.value_and_grad(log_prob_fn)
+    precondition = None if precondition is None else preconditioner(precondition, "mala: precondition")
 
     def init(position):
         return MALAState(position, *value_and_grad(position))
 
     def log_q(to, frm, frm_score):
-        return -jnp.sum((to - frm - step_size * frm_score) ** 2) / (4.0 * step_size)
+        if precondition is None:
+            return -jnp.sum((to - frm - step_size * frm_score) ** 2) / (4.0 * step_size)
+        return -precondition.inverse_quadratic(to - frm - step_size * precondition.apply(frm_score)) / (4.0 * step_size)
 
     def step(key, state):
         k_move, k_accept = jax.random.split(key)
         x = state.position
-        y = langevin_move(x, state.score, step_size, jax.random.normal(k_move, x.shape, x.dtype))
+        y = langevin_move(x, state.score, step_size, jax.random.normal(k_move, x.shape, x.dtype), precondition)
         proposal = MALAState(y, *value_and_grad(y))
         log_ratio = proposal.log_prob - state.log_prob + log_q(x, y, proposal.score) - log_q(y, x, state.score)
         log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)

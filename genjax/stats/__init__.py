@@ -1,4 +1,4 @@
-"""Classical estimation and divergences: Gaussian MLE, GMM-EM, KDE, KL/JS and f-divergences (MATH.md §8).
+"""Classical estimation and divergences: Gaussian MLE, GMM-EM, KDE, KL/JS and f-divergences (MATH.md §8), JKO (§15).
 
 Sample metrics (MMD, energy distance, W2, Fréchet) live in :mod:`genjax.metrics`.
 """
@@ -24,10 +24,22 @@ from .gaussian import (
     gaussian_log_prob,
     gaussian_mle,
     gaussian_mle_gradient,
-    jko_step_gaussian,
     mean_log_likelihood,
     minimise,
     mle_standard_errors,
+)
+from .jko import (
+    Particles,
+    TransportMap,
+    affine_map,
+    gaussian_particles,
+    icnn_map,
+    jko_gaussian,
+    jko_objective,
+    jko_particle_step,
+    jko_step_gaussian,
+    kl_to_target,
+    ou_marginal,
 )
 from .gmm import GMMFit, em, fit_gmm, init_gmm, kmeans_plusplus
 from .kde import KDE, kde, scott_factor, silverman_factor
@@ -55,7 +67,17 @@ __all__ = [
     "gaussian_mle",
     "gaussian_mle_gradient",
     "init_gmm",
+    "jko_gaussian",
+    "jko_objective",
+    "jko_particle_step",
     "jko_step_gaussian",
+    "kl_to_target",
+    "ou_marginal",
+    "Particles",
+    "TransportMap",
+    "affine_map",
+    "gaussian_particles",
+    "icnn_map",
     "kde",
     "kl_gaussian",
     "kmeans_plusplus",

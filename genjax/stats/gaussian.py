@@ -1,4 +1,4 @@
-"""Gaussian maximum likelihood: closed form, gradient ascent, Fisher information, a JKO step.
+"""Gaussian maximum likelihood: closed form, gradient ascent, Fisher information.
 
 MATH.md §8: ``μ̂ = mean(x)``, ``σ̂² = (1/N) Σ (x − μ̂)²`` (biased); maximising the likelihood is
 minimising the cross-entropy ``−E_data log q`` and the forward KL ``KL(data ‖ q)``, which differ
@@ -7,7 +7,6 @@ by the data entropy only.  The input checks (:func:`as_data`) are shared by the 
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable
 
@@ -26,7 +25,6 @@ __all__ = [
     "minimise",
     "gaussian_fisher_information",
     "mle_standard_errors",
-    "jko_step_gaussian",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -159,30 +157,3 @@ def mle_standard_errors(std, n):
     """Asymptotic standard errors of ``(μ̂, σ̂)`` from ``N`` draws: ``(σ/√N, σ/√(2N))`` = ``sqrt(diag(I⁻¹)/N)``."""
     std = jnp.asarray(std)
     return std / jnp.sqrt(n), std / jnp.sqrt(2.0 * n)
-
-
-def _jko_objective(params, mean, std, tau, *, energy):
-    new_mean, log_std = params
-    new_std = jnp.exp(log_std)
-    w2 = jnp.sum((new_mean - mean) ** 2) + jnp.sum((new_std - std) ** 2)
-    return energy(new_mean, new_std) + w2 / (2.0 * tau)
-
-
-def jko_step_gaussian(energy: Callable, mean, std, tau, *, steps: int = 400, learning_rate: float = 0.05):
-    """One JKO step (Jordan, Kinderlehrer & Otto 1998) restricted to diagonal Gaussians.
-
-    ``argmin_{m', s'} F(m', s') + W2²(N(m, s²), N(m', s'²)) / (2τ)`` with the exact
-    ``W2² = ‖m − m'‖² + ‖s − s'‖²`` of diagonal Gaussians, minimised numerically (Adam with a
-    cosine-decayed step on ``(m', log s')``, ``lax.scan``) from ``(m, s)``.  ``energy(mean, std)``
-    is ``F``; e.g. ``KL(·‖N(0, 1))`` gives ``m' = m/(1+τ)`` (MATH.md §9.11).  Returns ``(m', s')``.
-    """
-    if not float(tau) > 0:
-        raise ValueError(f"tau must be positive, got {tau!r}")
-    mean = jnp.asarray(mean, jnp.float32)
-    std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), mean.shape)
-    if not bool(jnp.all(std > 0)):
-        raise ValueError("std must be positive")
-    objective = functools.partial(_jko_objective, energy=energy)
-    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
-    (new_mean, log_std), _ = minimise(objective, (mean, jnp.log(std)), optimizer, steps, mean, std, tau)
-    return new_mean, jnp.exp(log_std)
