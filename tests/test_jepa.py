@@ -1,4 +1,4 @@
-"""JEPA world model and controlled linear-Gaussian systems (MATH.md §16).
+"""JEPA world model and controlled linear-Gaussian systems (MATH.md §15).
 
 Oracles: the discrete Lyapunov equation and Monte-Carlo moments of the stationary system; the population
 regression ``[A_eff B_eff] = Σ_{z'(z,a)} Σ_{(z,a)}⁻¹`` (noise-free: the similarity transform ``(EC) A (EC)⁻¹``)
@@ -194,7 +194,8 @@ def _batch_with_singular_values(rng, n, sv):
 
 
 def test_effective_rank_and_vicreg_terms_on_constructed_batches():
-    """Singular values σ = (3, 2, 1, 0.5): exp(H(σ/Σσ)); equal σ: k; one σ: 1; a constant batch: 0 (float32, 1e-4).
+    """Singular values σ = (3, 2, 1, 0.5): exp(H(σ/Σσ)); equal σ: k; one σ: 1; a constant batch: 0 centred, 1 raw
+    (RankMe) (float32, 1e-4).
     A batch with unbiased covariance exactly Σ: v = mean relu(γ − sqrt(Σ_jj + ε)), c = Σ_{i≠j} Σ_ij² / k."""
     rng = np.random.default_rng(0)
     sv = np.array([3.0, 2.0, 1.0, 0.5])
@@ -205,6 +206,7 @@ def test_effective_rank_and_vicreg_terms_on_constructed_batches():
         batch = jnp.asarray(_batch_with_singular_values(rng, 200, sv), jnp.float32)
         np.testing.assert_allclose(J.effective_rank(batch), expected, rtol=1e-4)
     assert float(J.effective_rank(jnp.ones((200, 4)))) == 0.0
+    np.testing.assert_allclose(J.effective_rank(jnp.ones((200, 4)), center=False), 1.0, rtol=1e-4)  # RankMe
 
     cov = np.array([[0.25, 0.1, 0.0], [0.1, 2.0, -0.3], [0.0, -0.3, 1.0]])
     white = _batch_with_singular_values(rng, 100, [math.sqrt(99)] * 3)  # unbiased covariance I

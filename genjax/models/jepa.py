@@ -1,4 +1,4 @@
-"""Joint-embedding predictive architecture (JEPA) world model, with collapse diagnostics (MATH.md §16).
+"""Joint-embedding predictive architecture (JEPA) world model, with collapse diagnostics (MATH.md §15).
 
 An encoder ``f_θ``, a target encoder ``f_θ̄`` and an action-conditioned predictor ``g_φ`` (LeCun 2022; I-JEPA,
 Assran et al. 2023) learn to predict the *embedding* of the next observation, not the observation:
@@ -19,9 +19,10 @@ encoder *before* that step's update (BYOL averages the updated θ: the average l
 same device as the VQ-VAE's EMA codebook (:func:`genjax.models.vae.vqvae_ema_optimizer`).
 
 **Diagnostics.**  Per-dimension embedding std (complete collapse: → 0), effective rank ``exp H(σ/‖σ‖₁)`` of the
-centred embeddings' singular values (Roy & Vetterli 2007; RankMe, Garrido et al. 2023; dimensional collapse:
-→ 1), the R² of a least-squares linear probe of the true state, and the relative k-step prediction error in
-embedding space.
+embeddings' singular values (Roy & Vetterli 2007), centred (dimensional collapse: → 1) or raw (RankMe, Garrido
+et al. 2023: collapse onto a constant → 1), the R² of a least-squares linear probe of the true state, and the
+relative h-step prediction error in embedding space.  The rank and the probe are scale-invariant: a shrinking
+embedding is seen by the std, an embedding that loses the state by the probe.
 """
 
 from __future__ import annotations
@@ -212,13 +213,18 @@ def embedding_std(z):
     return jnp.std(_as_embeddings(z, "embedding_std"), axis=0)
 
 
-@jax.jit
-def effective_rank(z):
-    """``exp(−Σ_i p_i log p_i)``, ``p = σ/‖σ‖₁``, of the singular values σ of the centred ``z`` ``(n, k)`` (Roy &
-    Vetterli 2007; RankMe, Garrido et al. 2023): k for isotropic embeddings, 1 for one direction, 0 if constant.
-    Scale-invariant, so it sees dimensional collapse, not shrinkage (see :func:`embedding_std`)."""
+@functools.partial(jax.jit, static_argnames="center")
+def effective_rank(z, center: bool = True):
+    """``exp(−Σ_i p_i log p_i)``, ``p = σ/‖σ‖₁``, of the singular values σ of ``z`` ``(n, k)`` (Roy & Vetterli
+    2007): k for isotropic embeddings, 1 for one direction, 0 if all σ vanish.
+
+    ``center=True`` (default) uses ``z − mean z``: the rank of the embeddings' *variation* (dimensional collapse
+    → 1; a collapsed, shrunken cloud keeps whatever shape its remnant has, since the rank is scale-invariant: read
+    it beside :func:`embedding_std`).  ``center=False`` is RankMe (Garrido et al. 2023), on the raw embeddings: a
+    collapse onto a constant non-zero vector → 1.
+    """
     z = _as_embeddings(z, "effective_rank")
-    sv = jnp.linalg.svd(z - jnp.mean(z, axis=0), compute_uv=False)
+    sv = jnp.linalg.svd(z - jnp.mean(z, axis=0) if center else z, compute_uv=False)
     total = jnp.sum(sv)
     p = sv / jnp.where(total > 0, total, 1.0)
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
