@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from genjax.metrics.features import random_conv_features
+from genjax.metrics.features import FeatureNet
 from genjax.metrics.image import inception_score
 from genjax.samplers.langevin import mala, run_chains
 from genjax.stats.classical import (bernoulli_kl, binomial_log_tail, coin_large_deviations, map_flip_point,
@@ -73,8 +73,8 @@ def test_map_wins_on_average_over_the_prior():
 def test_mixture_likelihood_invariant_under_all_relabellings():
     """All 3! relabellings of a 3-component 2-D mixture give the same log-density at every point (float32 rounding
     of the order inside logsumexp), while the parameter lists differ."""
-    mix = GaussianMixture.create(jnp.array([0.2, 0.3, 0.5]), jnp.array([[-2.0, 0.0], [1.0, 1.0], [2.0, -1.0]]),
-                                 jnp.array([[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 0.4]], [[2.0, -0.5], [-0.5, 1.0]]]))
+    mix = GaussianMixture(jnp.log(jnp.array([0.2, 0.3, 0.5])), jnp.array([[-2.0, 0.0], [1.0, 1.0], [2.0, -1.0]]),
+                          jnp.array([[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 0.4]], [[2.0, -0.5], [-0.5, 1.0]]]))
     x = jnp.asarray(np.random.default_rng(1).normal(size=(64, 2)) * 2.0, jnp.float32)
     log_prob = jax.jit(lambda m: jax.vmap(m.log_prob)(x))
     reference = np.asarray(log_prob(mix))
@@ -87,8 +87,9 @@ def test_mixture_likelihood_invariant_under_all_relabellings():
 def test_em_from_relabelled_start_lands_on_relabelled_fit():
     """EM is permutation-equivariant: started from a relabelled initialisation it returns the relabelled fit (same
     log-likelihood), and match_labels recovers the permutation from the means."""
-    data = GaussianMixture.diagonal(jnp.ones(3), jnp.array([[-3.0, 0.0], [0.0, 3.0], [3.0, 0.0]]), 0.8)
-    x = data.sample(jax.random.key(2), 600)
+    centres = np.array([[-3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(centres[rng.integers(0, 3, 600)] + 0.8 * rng.normal(size=(600, 2)), jnp.float32)
     weights, means, covs = jnp.ones(3) / 3, jnp.array([[-1.0, -1.0], [0.0, 1.0], [1.0, -1.0]]), jnp.ones((3, 2))
     perm = np.array([2, 0, 1])
     fit = em(x, weights, means, covs, tol=1e-6)
@@ -97,7 +98,7 @@ def test_em_from_relabelled_start_lands_on_relabelled_fit():
     for a, b in ((permuted.weights, fit.weights), (permuted.means, fit.means), (permuted.covariances, fit.covariances)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b)[perm], atol=1e-4)
     np.testing.assert_array_equal(match_labels(permuted.means, fit.means), np.argsort(perm))
-    np.testing.assert_allclose(np.asarray(fit.means)[match_labels(fit.means, data.means)], data.means, atol=0.15)
+    np.testing.assert_allclose(np.asarray(fit.means)[match_labels(fit.means, centres)], centres, atol=0.15)
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +128,13 @@ def test_grid_posterior_is_exactly_symmetric(two_means_posterior):
 
 
 def test_mala_chains_visit_both_labellings(two_means_posterior):
-    """MALA from exchangeable starts: the fraction of chains with μ1 < μ2 is ½ within 4 binomial s.e., and the
+    """MALA from exchangeable starts (random data points): the fraction of chains with μ1 < μ2 is ½ within 4 binomial s.e., and the
     *ordered* chain means match the grid quadrature within 4 s.e. (independent chains, one final state each)."""
-    _, posterior, grid, p = two_means_posterior
-    chains = 600
-    starts = 3.0 * jax.random.normal(jax.random.key(4), (chains, 2))
-    states, _ = run_chains(mala(posterior, 0.05), jax.random.key(5), starts, 400)
+    x, posterior, grid, p = two_means_posterior
+    chains = 500
+    starts = x[jax.random.randint(jax.random.key(4), (chains, 2), 0, x.shape[0])]  # exchangeable starts
+    # step h = 0.05: h·λ ≈ 1 for the curvature λ ≈ n/(2σ²) = 20 of each mean (h·λ ≥ 2 overshoots, chains stick)
+    states, _ = run_chains(mala(posterior, 0.05), jax.random.key(5), starts, 300)
     mu = np.asarray(states.position, np.float64)
     assert abs(np.mean(mu[:, 0] < mu[:, 1]) - 0.5) < 4 * math.sqrt(0.25 / chains)
     ordered = np.sort(mu, axis=1)
@@ -212,7 +214,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., n\)"):
         mle_map_estimates(1.0, sigma=1.0, mu0=0.0, tau=1.0)
     with pytest.raises(ValueError, match="perm must be a permutation of 0..1"):
-        relabel(GaussianMixture.diagonal(jnp.ones(2), jnp.zeros((2, 1)), 1.0), [0, 0])
+        relabel(GaussianMixture(jnp.zeros(2), jnp.zeros((2, 1)), jnp.ones((2, 1, 1))), [0, 0])
     with pytest.raises(ValueError, match=r"shape \(K, d\)"):
         match_labels(np.zeros((3, 2)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"shapes \(K,\), \(n,\), \(K,\)"):
@@ -228,4 +230,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"logits must have shape \(5, K\) with K >= 2"):
         inception_score(lambda s: s[:, :1], np.zeros((5, 3)), splits=1)
     with pytest.raises(ValueError, match="with a logits layer"):
-        inception_score(random_conv_features((8, 8, 1)), np.zeros((5, 8, 8, 1)), splits=1)
+        inception_score(FeatureNet(None, None, (8, 8, 1)), np.zeros((5, 8, 8, 1)), splits=1)  # no logits layer
