@@ -66,7 +66,7 @@ def test_map_wins_on_average_over_the_prior():
         averaged = [float(np.sum(weights * np.asarray(m, np.float64)))
                     for m in mle_map_mse(jnp.asarray(MU0 + TAU * nodes), n, sigma=SIGMA, mu0=MU0, tau=TAU)]
         np.testing.assert_allclose(averaged, [mle_risk, map_risk], rtol=1e-6)
-        assert map_risk == pytest.approx(map_weight(n, SIGMA, TAU) * SIGMA**2 / n, rel=1e-12) and map_risk < mle_risk
+        assert map_risk == pytest.approx(map_weight(n, sigma=SIGMA, tau=TAU) * SIGMA**2 / n, rel=1e-12) and map_risk < mle_risk
 
 
 # -- label switching --------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_inception_score_limits_and_splits():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="sigma must be a positive finite number"):
-        map_weight(3, 0.0, 1.0)
+        map_weight(3, sigma=0.0, tau=1.0)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         mle_map_mse(0.0, 0, sigma=1.0, mu0=0.0, tau=1.0)
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., n\)"):

@@ -55,7 +55,7 @@ def _check_scales(where: str, sigma, tau):
         check_positive_float(float(tau), f"{where}: tau")
 
 
-def map_weight(n, sigma, tau):
+def map_weight(n, *, sigma, tau):
     """``w = nτ²/(nτ² + σ²)``: the weight of ``x̄`` in the MAP estimate (the rest goes to the prior mean)."""
     _check_scales("map_weight", sigma, tau)
     return n * tau**2 / (n * tau**2 + sigma**2)
@@ -67,14 +67,14 @@ def mle_map_estimates(x, *, sigma, mu0, tau):
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"mle_map_estimates: x must have shape (..., n) with n >= 1 draws, got {x.shape}")
     mle = jnp.mean(x, axis=-1)
-    w = map_weight(x.shape[-1], sigma, tau)
+    w = map_weight(x.shape[-1], sigma=sigma, tau=tau)
     return mle, w * mle + (1.0 - w) * mu0
 
 
 def mle_map_mse(theta, n, *, sigma, mu0, tau):
     """Exact mean squared errors ``(σ²/n, w²σ²/n + (1 − w)²(θ − μ0)²)`` of the MLE and the MAP at the truth ``θ``."""
     n = check_positive_int(n, "mle_map_mse: n")
-    w = map_weight(n, sigma, tau)
+    w = map_weight(n, sigma=sigma, tau=tau)
     mse_mle = sigma**2 / n
     return jnp.broadcast_to(mse_mle, jnp.shape(theta)), w**2 * mse_mle + (1.0 - w) ** 2 * (jnp.asarray(theta) - mu0) ** 2
 
