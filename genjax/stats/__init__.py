@@ -40,6 +40,7 @@ from .jko import (
     jko_step_gaussian,
     kl_to_target,
     ou_marginal,
+    push_particles,
 )
 from .gmm import GMMFit, em, fit_gmm, init_gmm, kmeans_plusplus
 from .kde import KDE, kde, scott_factor, silverman_factor
@@ -73,6 +74,7 @@ __all__ = [
     "jko_step_gaussian",
     "kl_to_target",
     "ou_marginal",
+    "push_particles",
     "Particles",
     "TransportMap",
     "affine_map",
