@@ -150,6 +150,22 @@ def test_f_gan_bound_is_tight_at_exact_critic(name):
     assert below < d_f  # any other critic is below (a shift of T* by 0.1 lowers the bound)
 
 
+def test_f_gan_generator_losses():
+    """Saddle: the generator's loss is the bound; alternative: ``−E g_f(D(G z))`` (closed form on given values)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(6))
+    x, z = jax.random.normal(k1, (64, 1)), jax.random.normal(k2, (64, 1))
+    pd = {"a": jnp.asarray(-0.1), "b": jnp.asarray([0.5]), "c": jnp.asarray(0.2)}
+    params = {"critic": pd, "generator": GEN1}
+    v = lambda y: -0.1 * y[:, 0] ** 2 + 0.5 * y[:, 0] + 0.2  # noqa: E731
+    fake = MQ + SQ * z
+    div = F_DIVERGENCES["hellinger"]  # g_f(v) = 1 − e^v, f*(g_f(v)) = e^{−v} − 1
+    bound = np.mean(1 - np.exp(v(x))) - np.mean(np.exp(-v(fake)) - 1)
+    saddle = G.f_gan(GAN1, params, x, z, divergence=div)
+    np.testing.assert_allclose([saddle.critic, saddle.generator], [-bound, bound], rtol=1e-5)
+    alternative = G.f_gan(GAN1, params, x, z, divergence="hellinger", generator_loss="alternative")
+    np.testing.assert_allclose(alternative.generator, -np.mean(1 - np.exp(v(fake))), rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- WGAN-GP
 
 
@@ -341,6 +357,8 @@ def test_bad_input():
         G.nonsaturating(GAN1, {"critic": {}, "generator": GEN1}, jnp.zeros((4, 1)), jnp.zeros((4, 3)))
     with pytest.raises(ValueError, match="not known"):
         G.f_gan(GAN1, {"critic": {}, "generator": GEN1}, jnp.zeros((4, 1)), jnp.zeros((4, 1)), divergence="wasserstein")
+    with pytest.raises(ValueError, match="generator_loss"):
+        G.f_gan(GAN1, {"critic": {}, "generator": GEN1}, jnp.zeros((4, 1)), jnp.zeros((4, 1)), generator_loss="ns")
     with pytest.raises(ValueError, match="n_critic"):
         G.alternating(optax.adam(1e-3), optax.adam(1e-3), n_critic=0)
     with pytest.raises(ValueError, match="generator_optimizer"):

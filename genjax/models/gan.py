@@ -45,7 +45,7 @@ from ..train.state import TrainState
 
 __all__ = [
     "GAN", "GANLosses", "AlternatingState",
-    "nonsaturating", "wgan_gp", "f_gan", "rpgan",
+    "nonsaturating", "wgan_gp", "f_gan", "F_GAN_GENERATOR_LOSSES", "rpgan",
     "gradient_penalty", "gradient_sq_norm_penalty",
     "gan_objective", "alternating", "train_gan",
     "spectral_norm", "spectral_normalize", "spectrally_normalized",
@@ -160,16 +160,26 @@ def wgan_gp(gan: GAN, params, x, z, key, *, weight: float = 10.0) -> GANLosses:
     return GANLosses(-gap + penalty, -jnp.mean(d_fake), {"wasserstein": gap, "penalty": penalty})
 
 
-def f_gan(gan: GAN, params, x, z, key=None, *, divergence: str | FDivergence = "kl") -> GANLosses:
+F_GAN_GENERATOR_LOSSES = ("saddle", "alternative")
+
+
+def f_gan(gan: GAN, params, x, z, key=None, *, divergence: str | FDivergence = "kl",
+          generator_loss: str = "saddle") -> GANLosses:
     """Nowozin et al. (2016) for a row of :data:`genjax.stats.F_DIVERGENCES` (a name or an :class:`FDivergence`).
 
-    ``aux["bound"]`` is ``E_p g_f(D) − E_z f*(g_f(D(G z)))``, a lower bound on ``D_f(P‖Q_G)``.
+    ``aux["bound"]`` is ``E_p g_f(D) − E_z f*(g_f(D(G z)))``, a lower bound on ``D_f(P‖Q_G)``.  The generator
+    minimises that bound (``"saddle"``, their Eq. 6) or maximises ``E_z g_f(D(G z))`` (``"alternative"``, their
+    §3.2, the analogue of the non-saturating loss: it avoids the saddle form's ``f*`` on the fakes, e.g. KL's
+    ``exp(T − 1)``, whose gradient overflows once the critic is large there).
     """
     del key
+    _checks.check_choice(generator_loss, "generator_loss", F_GAN_GENERATOR_LOSSES)
     div = divergence if isinstance(divergence, FDivergence) else f_divergence(divergence)
     _, d_real, d_fake = _real_and_fake(gan, params, x, z, "f_gan")
-    bound = jnp.mean(div.activation(d_real)) - jnp.mean(div.conjugate(div.activation(d_fake)))
-    return GANLosses(-bound, bound, {"bound": bound})
+    t_fake = div.activation(d_fake)
+    bound = jnp.mean(div.activation(d_real)) - jnp.mean(div.conjugate(t_fake))
+    generator = bound if generator_loss == "saddle" else -jnp.mean(t_fake)
+    return GANLosses(-bound, generator, {"bound": bound})
 
 
 def rpgan(gan: GAN, params, x, z, key=None, *, r1: float = 1.0, r2: float = 1.0) -> GANLosses:
