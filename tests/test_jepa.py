@@ -5,7 +5,8 @@ regression ``[A_eff B_eff] = Σ_{z'(z,a)} Σ_{(z,a)}⁻¹`` (noise-free: the sim
 against least squares on fresh samples and against a linear predictor trained through ``fit``; the closed-form
 h-step error ``σ_w² Σ_{j<h} tr(A^j A^jᵀ) / tr Σ`` of the exact model; one ``fit`` step of the EMA objective is
 ``θ̄ ← γθ̄ + (1 − γ)θ``; effective rank, probe R² and VICReg terms on batches built with known singular values,
-signal-to-noise and covariance; collapse without the target asymmetry, none with the variance hinge.
+signal-to-noise and covariance; collapse without the target asymmetry, none with the variance hinge; the sprite
+system's images, moves and uniform stationary law (χ²).
 """
 
 import math
@@ -15,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scipy import stats as sps
 
-from genjax.data.dynamics import LinearGaussianSystem, linear_gaussian_system
+from genjax.data.dynamics import LinearGaussianSystem, SpriteSystem, linear_gaussian_system
 from genjax.models import jepa as J
 from genjax.nets.vae import MLP
 from genjax.train import TrainState, fit
@@ -94,6 +96,27 @@ def test_rollout_errors_of_the_exact_model_match_the_closed_form():
     np.testing.assert_allclose(errors, expected, rtol=0.06)
 
 
+def test_sprite_images_moves_and_uniform_stationary_law():
+    """Noise-free sprite images hold exactly size² ones at rows/columns [s, s + size); every step is the action's move,
+    or none when it would leave the image; after 3 steps the 25 positions are still uniform (χ² test, 24 degrees of
+    freedom, p > 10⁻³: the symmetric walk with blocked moves is doubly stochastic)."""
+    sprite = SpriteSystem(grid=6, size=2, noise_std=0.0)
+    traj = {k: np.asarray(v) for k, v in jax.jit(lambda k: sprite.sample_trajectories(k, 20_000, 3))(KEY).items()}
+    s = traj["s"].astype(int)
+    images = traj["x"].reshape(20_000, 4, 6, 6)
+    for i, t in ((0, 0), (1, 3), (2, 1)):
+        expected = np.zeros((6, 6))
+        expected[s[i, t, 0]:s[i, t, 0] + 2, s[i, t, 1]:s[i, t, 1] + 2] = 1.0
+        np.testing.assert_array_equal(images[i, t], expected)
+    assert np.all(images.sum(axis=(2, 3)) == 4)
+    moves = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])[traj["a"].argmax(-1)]
+    wanted = s[:, :-1] + moves
+    inside = np.all((wanted >= 0) & (wanted <= 4), axis=-1)
+    np.testing.assert_array_equal(s[:, 1:], np.where(inside[..., None], wanted, s[:, :-1]))
+    counts = np.bincount(s[:, 3, 0] * 5 + s[:, 3, 1], minlength=25)
+    assert sps.chisquare(counts).pvalue > 1e-3
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -148,37 +171,47 @@ def test_one_fit_step_of_the_ema_objective_is_the_ema_update():
 
 
 @pytest.fixture(scope="module")
-def collapse_setup():
+def collapse_runs():
+    """The same MLP encoder (16 → 16 → 4) and predictor trained for 600 Adam steps with the online target, without
+    and with VICReg's variance hinge (σ₀ = 1, weight 4), side by side in one fit: the loss is the sum of the two
+    objectives on disjoint parameters and Adam acts per coordinate, so the two runs do not interact.  Returns
+    {variant: (initial std, final std, initial probe R², final probe R²)} on 2000 held-out transitions."""
     system = linear_gaussian_system(0, obs_dim=16)
     enc, pred = MLP((4,), hidden=(16,)), MLP((4,), hidden=(16,))
-    params = enc.init(jax.random.key(1), jnp.zeros(16)), pred.init(jax.random.key(2), jnp.zeros(6))
+    enc0, pred0 = enc.init(jax.random.key(1), jnp.zeros(16)), pred.init(jax.random.key(2), jnp.zeros(6))
+    jepas = {name: J.JEPA(enc.apply, lambda p, z, a: pred.apply(p, jnp.concatenate([z, a])), target="online",
+                          variance_weight=weight) for name, weight in (("online", 0.0), ("hinge", 4.0))}
+    objectives = {name: J.jepa_objective(jepa) for name, jepa in jepas.items()}
+
+    def loss_fn(params, batch, key):
+        return sum(objectives[name](params[name], batch, key)[0] for name in jepas), {}
+
+    params = {name: J.init_jepa_params(jepa, enc0, pred0) for name, jepa in jepas.items()}
+    state, _ = fit(loss_fn, TrainState.create(params, optax.adam(3e-3), KEY), system.sample_transitions,
+                   num_steps=600, batch_size=128, steps_per_call=600, progress=False)
     test = jax.jit(lambda k: system.sample_transitions(k, 2000))(jax.random.key(9))
     embed = jax.jit(jax.vmap(enc.apply, (None, 0)))
-
-    def run(**kw):
-        jepa = J.JEPA(enc.apply, lambda p, z, a: pred.apply(p, jnp.concatenate([z, a])), **kw)
-        state, _ = J.train_jepa(jepa, *params, system.sample_transitions, key=KEY, optimizer=optax.adam(3e-3),
-                                num_steps=600, batch_size=128, steps_per_call=600, progress=False)
-        z0, z = (embed(p, test["x"]) for p in (params[0], state.params["encoder"]))
+    out = {}
+    for name in jepas:
+        z0, z = (embed(p, test["x"]) for p in (enc0, state.params[name]["encoder"]))
         r2 = (float(J.linear_probe_r2(e[:1000], test["s"][:1000], e[1000:], test["s"][1000:])) for e in (z0, z))
-        return np.asarray(J.embedding_std(z0)), np.asarray(J.embedding_std(z)), *r2
+        out[name] = (np.asarray(J.embedding_std(z0)), np.asarray(J.embedding_std(z)), *r2)
+    return out
 
-    return run
 
-
-def test_embeddings_collapse_without_the_target_asymmetry(collapse_setup):
+def test_embeddings_collapse_without_the_target_asymmetry(collapse_runs):
     """Online target (gradient through both branches), no regulariser: the loss is 0 at f ≡ const, and 600 Adam steps
-    shrink every embedding dimension's std below 1/10 of its initial value (measured 0.05–0.08 over three seeds) and
-    leave a held-out linear probe of the state at R² < 0.1 (initial encoder: ~0.55; measured after: 0.007–0.02)."""
-    std0, std, r2_0, r2 = collapse_setup(target="online")
+    shrink every embedding dimension's std below 1/10 of its initial value (measured 0.045–0.075 over four seeds) and
+    leave a held-out linear probe of the state at R² < 0.1 (initial encoders: 0.54–0.69; after: 0.003–0.021)."""
+    std0, std, r2_0, r2 = collapse_runs["online"]
     assert np.all(std < 0.1 * std0) and r2 < 0.1 < r2_0
 
 
-def test_variance_hinge_prevents_collapse(collapse_setup):
-    """Same run with VICReg's variance hinge (γ = 1, weight 4): every dimension keeps std ≥ 0.9 γ (measured ≥ 1.01
-    over three seeds) and the embeddings keep what they knew of the state (held-out probe R² ≥ 0.8 × the initial
-    encoder's; measured ratios 0.99–1.7)."""
-    _, std, r2_0, r2 = collapse_setup(target="online", variance_weight=4.0)
+def test_variance_hinge_prevents_collapse(collapse_runs):
+    """Same run with VICReg's variance hinge (σ₀ = 1, weight 4): every dimension keeps std ≥ 0.9 σ₀ (measured ≥ 1.01
+    over four seeds) and the embeddings keep what they knew of the state (held-out probe R² ≥ 0.8 × the initial
+    encoder's; measured ratios 0.99–1.66)."""
+    _, std, r2_0, r2 = collapse_runs["hinge"]
     assert np.all(std > 0.9) and r2 > 0.8 * r2_0
 
 
@@ -196,7 +229,7 @@ def _batch_with_singular_values(rng, n, sv):
 def test_effective_rank_and_vicreg_terms_on_constructed_batches():
     """Singular values σ = (3, 2, 1, 0.5): exp(H(σ/Σσ)); equal σ: k; one σ: 1; a constant batch: 0 centred, 1 raw
     (RankMe) (float32, 1e-4).
-    A batch with unbiased covariance exactly Σ: v = mean relu(γ − sqrt(Σ_jj + ε)), c = Σ_{i≠j} Σ_ij² / k."""
+    A batch with unbiased covariance exactly Σ: v = mean relu(σ₀ − sqrt(Σ_jj + ε)) (σ₀ = 1), c = Σ_{i≠j} Σ_ij² / k."""
     rng = np.random.default_rng(0)
     sv = np.array([3.0, 2.0, 1.0, 0.5])
     p = sv / sv.sum()
@@ -253,5 +286,7 @@ def test_bad_input_raises_clear_errors():
         LinearGaussianSystem(np.eye(2), np.ones((2, 1)), np.ones((3, 2)))
     with pytest.raises(ValueError, match="encoder must be a matrix"):
         linear_gaussian_system(0).optimal_linear_predictor(np.ones((2, 5)))
+    with pytest.raises(ValueError, match="size must be <= grid"):
+        SpriteSystem(grid=4, size=5)
     with pytest.raises(ValueError, match="singular"):
         linear_gaussian_system(0, obs_std=0.0).optimal_linear_predictor(np.eye(32)[:6])

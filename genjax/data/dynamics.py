@@ -1,4 +1,4 @@
-"""Controlled linear-Gaussian state-space systems: transitions for world models, with closed forms (MATH.md §16).
+"""Controlled dynamical systems for world models: linear-Gaussian state space with closed forms (MATH.md §15), sprites.
 
     s_{t+1} = A s_t + B a_t + w_t,   w_t ~ N(0, σ_w² I),   a_t ~ N(0, σ_a² I)  (i.i.d., independent of s_t)
     x_t     = C s_t + v_t,           v_t ~ N(0, σ_v² I)
@@ -9,6 +9,7 @@ Lyapunov equation, :meth:`LinearGaussianSystem.stationary_covariance`); trajecto
 ``(x_t, a_t, x_{t+1})`` has one Gaussian law and linear regressions on it have population coefficients in closed
 form (:meth:`LinearGaussianSystem.optimal_linear_predictor`): the oracle of a JEPA's linear predictor.
 
+:class:`SpriteSystem` is a nonlinear counterpart: a square sprite on a small image moved by discrete actions.
 Samplers are pure functions of a PRNG key (``fit``-ready: ``data(key, batch_size)``).
 """
 
@@ -24,7 +25,13 @@ from scipy import linalg
 
 from .. import _checks
 
-__all__ = ["LinearGaussianSystem", "LinearPredictor", "linear_gaussian_system"]
+__all__ = ["LinearGaussianSystem", "LinearPredictor", "SpriteSystem", "linear_gaussian_system", "transitions"]
+
+
+def transitions(trajectories: dict) -> dict:
+    """The first step of each trajectory as a transition ``{"x", "a", "x_next", "s", "s_next"}``."""
+    return {"x": trajectories["x"][:, 0], "a": trajectories["a"][:, 0], "x_next": trajectories["x"][:, 1],
+            "s": trajectories["s"][:, 0], "s_next": trajectories["s"][:, 1]}
 
 
 class LinearPredictor(NamedTuple):
@@ -107,9 +114,7 @@ class LinearGaussianSystem:
     def sample_transitions(self, key, n: int) -> dict:
         """``n`` stationary transitions ``{"x", "a", "x_next", "s", "s_next"}`` (one-step trajectories): a sampler
         ``data(key, batch_size)`` for :func:`genjax.train.fit`."""
-        traj = self.sample_trajectories(key, n, 1)
-        return {"x": traj["x"][:, 0], "a": traj["a"][:, 0], "x_next": traj["x"][:, 1], "s": traj["s"][:, 0],
-                "s_next": traj["s"][:, 1]}
+        return transitions(self.sample_trajectories(key, n, 1))
 
     def optimal_linear_predictor(self, encoder) -> LinearPredictor:
         """The population regression of ``z' = E x_{t+1}`` on ``(z, a) = (E x_t, a_t)`` for a fixed linear encoder
@@ -155,3 +160,67 @@ def linear_gaussian_system(seed: int = 0, *, state_dim: int = 4, action_dim: int
     B = rng.normal(size=(state_dim, action_dim)) / np.sqrt(state_dim)
     C = rng.normal(size=(obs_dim, state_dim)) / np.sqrt(state_dim)
     return LinearGaussianSystem(spectral_radius * q, B, C, process_std, obs_std, action_std)
+
+
+MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
+
+
+@dataclasses.dataclass(frozen=True)
+class SpriteSystem:
+    """A ``size × size`` square sprite on a ``grid × grid`` image moved by actions: the state ``s`` is its top-left
+    cell (row, column), an action is one of stay / up / down / left / right (one-hot, uniform), a move into a wall
+    stays put, and the observation is the flattened image (1 on the sprite, 0 elsewhere) plus N(0, σ²) pixel noise.
+
+    The moves are symmetric and blocked moves stay, so the transition matrix is symmetric, hence doubly stochastic:
+    the uniform law over the ``(grid − size + 1)²`` positions is stationary, and trajectories start there.
+    """
+
+    grid: int = 8
+    size: int = 2
+    noise_std: float = 0.1
+
+    def __post_init__(self):
+        _checks.check_positive_int(self.grid, "SpriteSystem.grid")
+        _checks.check_positive_int(self.size, "SpriteSystem.size")
+        if self.size > self.grid:
+            raise ValueError(f"SpriteSystem.size must be <= grid, got size={self.size}, grid={self.grid}")
+        if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"SpriteSystem.noise_std must be a finite float >= 0, got {self.noise_std!r}")
+
+    state_dim = 2
+    action_dim = len(MOVES)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.grid**2
+
+    def render(self, s):
+        """Noise-free images ``(..., grid²)`` of integer positions ``s`` ``(..., 2)``."""
+        cells = jnp.arange(self.grid)
+        rows = (cells >= s[..., :1]) & (cells < s[..., :1] + self.size)
+        cols = (cells >= s[..., 1:]) & (cells < s[..., 1:] + self.size)
+        return (rows[..., :, None] & cols[..., None, :]).reshape(*s.shape[:-1], self.grid**2).astype(jnp.float32)
+
+    def sample_trajectories(self, key, n: int, horizon: int) -> dict:
+        """``n`` stationary trajectories: ``{"s": (n, H+1, 2)`` positions (float32), ``"x": (n, H+1, grid²)``,
+        ``"a": (n, H, 5)`` one-hot actions``}``."""
+        n = _checks.check_positive_int(n, "n")
+        horizon = _checks.check_positive_int(horizon, "horizon")
+        k0, ka, kv = jax.random.split(key, 3)
+        last = self.grid - self.size
+        s0 = jax.random.randint(k0, (n, 2), 0, last + 1)
+        actions = jax.random.randint(ka, (n, horizon), 0, len(MOVES))
+        steps = jnp.asarray(MOVES)[actions]
+
+        def step(pos, move):
+            pos = jnp.clip(pos + move, 0, last)
+            return pos, pos
+
+        s = jnp.concatenate([s0[:, None], jnp.moveaxis(jax.lax.scan(step, s0, jnp.moveaxis(steps, 1, 0))[1], 0, 1)],
+                            axis=1)
+        x = self.render(s) + self.noise_std * jax.random.normal(kv, (n, horizon + 1, self.grid**2))
+        return {"s": s.astype(jnp.float32), "x": x, "a": jax.nn.one_hot(actions, len(MOVES))}
+
+    def sample_transitions(self, key, n: int) -> dict:
+        """``n`` stationary transitions (see :meth:`LinearGaussianSystem.sample_transitions`)."""
+        return transitions(self.sample_trajectories(key, n, 1))

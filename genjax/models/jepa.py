@@ -7,10 +7,10 @@ Assran et al. 2023) learn to predict the *embedding* of the next observation, no
 
 with the target ``θ̄`` an exponential moving average of ``θ`` (BYOL, Grill et al. 2020).  The target can be
 switched (:data:`TARGETS`): ``"ema"`` (``f_θ̄``), ``"stopgrad"`` (``sg[f_θ]``, θ̄ = θ: SimSiam's asymmetry
-without the average) or ``"online"`` (``f_θ`` with its gradient: no asymmetry, the loss is zero at ``f_θ ≡ 0``
+without the average) or ``"online"`` (``f_θ`` with its gradient: no asymmetry, the loss is zero for a constant ``f_θ``
 and the embeddings collapse).  The optional VICReg regulariser (Bardes et al. 2022) on a batch ``Z`` ``(B, k)``:
 
-    v(Z) = (1/k) Σ_j max(0, γ − sqrt(Var z_j + ε)),   c(Z) = (1/k) Σ_{i≠j} Cov(Z)_ij².
+    v(Z) = (1/k) Σ_j max(0, σ₀ − sqrt(Var z_j + ε)),   c(Z) = (1/k) Σ_{i≠j} Cov(Z)_ij².
 
 **The EMA through ``fit``.**  ``θ̄`` lives in ``params["target"]``; :func:`jepa_objective` adds
 ``R − sg[R]``, ``R = ½‖θ̄ − sg[θ]‖²`` (zero value, gradient ``θ̄ − θ`` for θ̄ only), and :func:`jepa_optimizer`
@@ -42,7 +42,7 @@ from ..train.state import TrainState
 __all__ = [
     "TARGETS", "JEPA", "init_jepa_params", "vicreg_variance", "vicreg_covariance", "jepa_loss", "jepa_objective",
     "jepa_optimizer", "train_jepa", "embedding_std", "effective_rank", "linear_probe_r2", "rollout",
-    "prediction_errors",
+    "prediction_errors", "TARGET_KEY",
 ]
 
 TARGETS = ("ema", "stopgrad", "online")
@@ -56,7 +56,7 @@ class JEPA:
     ``params`` of the model is ``{"encoder": θ, "predictor": φ}`` (plus ``"target": θ̄`` for ``target="ema"``,
     :func:`init_jepa_params`); ``encode`` gets θ (or θ̄), ``predict`` gets φ.  ``target`` is one of
     :data:`TARGETS`; ``variance_weight`` and ``covariance_weight`` weight VICReg's ``v`` (hinge at
-    ``std_target`` γ, ``eps`` ε) and ``c`` on the online embeddings of ``x_t``.
+    ``std_target`` σ₀, ``eps`` ε) and ``c`` on the online embeddings of ``x_t``.
     """
 
     encode: Callable
@@ -100,7 +100,7 @@ def _target_params(jepa: JEPA, params):
 
 
 def vicreg_variance(z, std_target: float = 1.0, eps: float = 1e-4):
-    """``(1/k) Σ_j max(0, γ − sqrt(Var z_j + ε))`` of a batch ``z`` ``(B, k)`` (unbiased variance)."""
+    """``(1/k) Σ_j max(0, σ₀ − sqrt(Var z_j + ε))`` (σ₀ = ``std_target``) of a batch ``z`` ``(B, k)`` (unbiased variance)."""
     std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
     return jnp.mean(jax.nn.relu(std_target - std))
 
