@@ -208,7 +208,7 @@ def main(cfg: Config):
                 title="(b) iterations, best h")
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(out / "langevin_theory.png", dpi=110)
+    fig.savefig(out / "langevin_theory_bias_kappa.png", dpi=110)
     plt.close(fig)
     path = report.write_results(out, config=cfg, metrics={"a": rows_a, "a_floor": floor_a, "b_bias": bias_rows,
                                                           "b_iterations": count_rows, "seconds": seconds})
