@@ -105,7 +105,7 @@ def test_particles_carry_their_exact_log_density(affine_step):
     kl, se = kl_to_target(new, log_pi)
     assert abs(float(kl) - float(kl_gaussian(a @ rotation @ M0 + b, cov, jnp.zeros(2), jnp.ones(2)))) < 5 * float(se)
     # Held-out particles moved by the same map carry the same exact density.
-    fresh = gaussian_particles(jax.random.key(9), 100, M0, S0)
+    fresh = gaussian_particles(jax.random.key(9), 2000, M0, S0)  # the fitted shape: push_particles is compiled
     moved = push_particles(affine_map(), params, Particles(fresh.x @ rotation.T, fresh.log_density))
     want = jax.vmap(gaussian_log_prob, (0, None, None))(moved.x, a @ rotation @ M0 + b, cov)
     np.testing.assert_allclose(moved.log_density, want, rtol=1e-4, atol=1e-4)
