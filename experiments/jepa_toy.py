@@ -13,10 +13,12 @@ and the regulariser:
 * ``vicreg``: the online target plus VICReg's variance hinge and covariance penalty on ``f_θ(x_t)``.
 
 Reported on held-out stationary trajectories, mean ± sd over seeds: per-dimension embedding std (complete collapse
-→ 0), effective rank of the centred embeddings (dimensional collapse → 1; the state has 4 dimensions) and RankMe
-(uncentred: collapse onto a constant → 1), the held-out R² of a linear probe of the true state, and the relative 1-step and H-step open-loop prediction errors in embedding space
-(``E‖ẑ_h − f(x_h)‖² / total variance of f(x_h)``: 1 = predicting the mean).  The reference row is the oracle world
-model of the linear system: the fixed encoder ``z = C⁺x`` and the closed-form population predictor ``[A_eff B_eff]``.
+→ 0), effective rank of the centred embeddings (dimensional collapse → 1; the linear state has 4 dimensions) and
+RankMe (uncentred: collapse onto a constant → 1), the held-out R² of a linear probe of the true state, and the
+relative 1-step and H-step open-loop prediction errors in embedding space (``E‖ẑ_h − f(x_h)‖² / total variance of
+f(x_h)``: 1 = predicting the mean).  "train s" includes compilation and the evaluations every ``eval_every`` steps.
+The reference row is the oracle world model of the linear system: the fixed encoder ``z = C⁺x`` and the closed-form
+population predictor ``[A_eff B_eff]``.
 Run: ``python experiments/jepa_toy.py`` (about 4 min on 2 idle CPU cores); ``--systems linear`` for one system.
 """
 
@@ -89,7 +91,8 @@ class Config(report.RunConfig):
 
     def __post_init__(self):
         report.check_positive(self, "seeds", "steps", "batch_size", "lr", "embed_dim", "hidden", "variance_weight",
-                              "covariance_weight", "obs_dim", "obs_std", "horizon", "eval_every", "test_trajectories", "sprite_grid", "sprite_size")
+                              "covariance_weight", "obs_dim", "obs_std", "horizon", "eval_every", "test_trajectories",
+                              "sprite_grid", "sprite_size")
         if not 0.0 <= self.decay < 1.0:
             raise ValueError(f"--decay must lie in [0, 1), got {self.decay!r}")
         if not self.variants or not self.systems:
@@ -155,8 +158,8 @@ def study(cfg: Config, name: str, system, out, key) -> dict:
                 eval_fn=lambda s, evaluate=evaluate: evaluate(s.params), eval_every=cfg.eval_every, progress=False)
             curve = [{"step": 0, **start}] + history["eval"]
             errors = J.prediction_errors(jepa, state.params, test["x"], test["a"])
-            runs.setdefault(variant, []).append({"seed": seed, "train_s": time.perf_counter() - tic,
-                                                 "final": curve[-1], "curve": curve, "errors": np.asarray(errors).tolist(),
+            runs.setdefault(variant, []).append({"seed": seed, "train_s": time.perf_counter() - tic, "final": curve[-1],
+                                                 "curve": curve, "errors": np.asarray(errors).tolist(),
                                                  "loss": float(np.mean(history["loss"][-100:]))})
             print(f"{name} {variant:9s} seed {seed}: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in curve[-1].items() if k != "step")
@@ -227,7 +230,8 @@ def main(cfg: Config):
     results = {name: study(cfg, name, systems[name], out, key)
                for name, key in zip(cfg.systems, jax.random.split(jax.random.key(cfg.seed), len(cfg.systems)))}
     report.write_results(out, config=cfg, metrics=results)
-    print(f"wrote {out / 'results.json'} and the figures jepa_<system>_training.png, jepa_<system>_horizon.png in {out}")
+    print(f"wrote {out / 'results.json'} and the figures jepa_<system>_training.png, jepa_<system>_horizon.png "
+          f"in {out}")
 
 
 if __name__ == "__main__":

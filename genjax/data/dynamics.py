@@ -67,7 +67,8 @@ class LinearGaussianSystem:
             raise ValueError(f"LinearGaussianSystem: A must be stable (spectral radius < 1), got {radius:.4g}")
         for name in ("process_std", "obs_std"):
             if not (np.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"LinearGaussianSystem.{name} must be a finite float >= 0, got {getattr(self, name)!r}")
+                raise ValueError(f"LinearGaussianSystem.{name} must be a finite float >= 0, got "
+                                 f"{getattr(self, name)!r}")
         _checks.check_positive_float(self.action_std, "LinearGaussianSystem.action_std")
         for k, v in zip("ABC", (A, B, C)):
             object.__setattr__(self, k, v)

@@ -100,7 +100,8 @@ def _target_params(jepa: JEPA, params):
 
 
 def vicreg_variance(z, std_target: float = 1.0, eps: float = 1e-4):
-    """``(1/k) Σ_j max(0, σ₀ − sqrt(Var z_j + ε))`` (σ₀ = ``std_target``) of a batch ``z`` ``(B, k)`` (unbiased variance)."""
+    """``(1/k) Σ_j max(0, σ₀ − sqrt(Var z_j + ε))`` (σ₀ = ``std_target``) of a batch ``z`` ``(B, k)`` (unbiased
+    variance)."""
     std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
     return jnp.mean(jax.nn.relu(std_target - std))
 
