@@ -19,7 +19,7 @@ relative 1-step and H-step open-loop prediction errors in embedding space (``E‚Ä
 f(x_h)``: 1 = predicting the mean).  "train s" includes compilation and the evaluations every ``eval_every`` steps.
 The reference row is the oracle world model of the linear system: the fixed encoder ``z = C‚Å∫x`` and the closed-form
 population predictor ``[A_eff B_eff]``.
-Run: ``python experiments/jepa_toy.py`` (about 4 min on 2 idle CPU cores); ``--systems linear`` for one system.
+Run: ``python experiments/jepa_toy.py`` (about 2.5 min on 2 busy CPU cores); ``--systems linear`` for one system.
 """
 
 from __future__ import annotations
