@@ -24,7 +24,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "" $(ARGS)
 
-# Regenerate docs/figures from the experiments (20-25 min on 2 idle CPU cores; ARGS="--experiments quickstart")
+# Regenerate docs/figures from the experiments (about 85 min on 2 idle CPU cores; ARGS="--experiments quickstart")
 figures: $(STAMP)
 	$(VENV)/bin/python experiments/make_figures.py $(ARGS)
 

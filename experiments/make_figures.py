@@ -2,7 +2,7 @@
 
 Each experiment runs in its own process (``python experiments/<name>.py --out runs/<name>``) and
 writes ``runs/<name>/results.json`` as usual; its figures are then copied into ``docs/figures/``.
-With every experiment this takes about 70 minutes on an idle 2-core CPU (most of it ``bridges``, ``few_step``,
+With every experiment this takes about 85 minutes on an idle 2-core CPU (most of it ``bridges``, ``few_step``,
 ``likelihood_zoo``, ``score_matching``, ``flows_2d`` and ``ncsn_2d``); ``--experiments`` picks some,
 ``--copy-only`` copies the figures of earlier runs without running anything.
 
@@ -41,10 +41,17 @@ FIGURES = {
     "bridges": {"trajectories.png": "bridges_trajectories.png", "nfe.png": "bridges_nfe.png"},
     "few_step": {"frontier.png": "few_step_frontier.png", "samples.png": "few_step_samples.png"},
     "likelihood_zoo": {"samples.png": "likelihood_zoo_samples.png"},
+    "gans_2d": {"samples.png": "gans_2d_samples.png"},
+    "gradient_flows": {"gradient_flows_kl_w2.png": "gradient_flows_kl_w2.png"},
+    "langevin_theory": {"langevin_theory_bias_kappa.png": "langevin_theory_bias_kappa.png"},
+    "jepa_toy": {f"jepa_{s}_{k}.png": f"jepa_{s}_{k}.png" for s in ("linear", "sprite") for k in ("training", "horizon")},
+    "classical_studies": {n: f"classical_{n}" for n in ("map_mle.png", "label_switching.png", "sanov.png",
+                                                          "inception_score.png", "moons_density.png")},
 }
 Experiment = Literal["quickstart", "mle_trinity", "mode_covering", "estimators_1d", "langevin", "anomaly_detection",
                      "flows_digits", "ncsn_2d", "score_matching", "flows_2d", "digits", "patches", "bridges",
-                     "few_step", "likelihood_zoo"]
+                     "few_step", "likelihood_zoo", "gans_2d", "gradient_flows", "langevin_theory", "jepa_toy",
+                     "classical_studies"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .features import (
     digit_classifier,
     random_conv_features,
 )
-from .image import conditional_accuracy, image_bits_per_dim, image_metrics
+from .image import conditional_accuracy, image_bits_per_dim, image_metrics, inception_score
 from .knn import knn_precision_recall
 from .paths import Trajectory, normalised_path_energy, ode_trajectory, path_energy, straightness
 from .samples import (
@@ -65,4 +65,5 @@ __all__ = [
     "image_metrics",
     "conditional_accuracy",
     "image_bits_per_dim",
+    "inception_score",
 ]

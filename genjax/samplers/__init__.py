@@ -21,7 +21,9 @@ from .langevin import (
     SGLDState,
     langevin_move,
     mala,
+    Preconditioner,
     polynomial_decay,
+    preconditioner,
     run_chains,
     sample_annealed_langevin,
     sample_pc,
@@ -33,6 +35,8 @@ from .sde import sample_sde, sde_drift
 
 __all__ = [
     "Kernel",
+    "Preconditioner",
+    "preconditioner",
     "LangevinState",
     "MALAInfo",
     "MALAState",

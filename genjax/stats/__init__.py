@@ -1,8 +1,23 @@
-"""Classical estimation and divergences: Gaussian MLE, GMM-EM, KDE, KL/JS and f-divergences (MATH.md §8), JKO (§15).
+"""Classical estimation and divergences: Gaussian MLE, GMM-EM, KDE, KL/JS and f-divergences (MATH.md §8); JKO steps
+and particle gradient flows, MAP vs MLE, label switching, large deviations of coin flips (§15).
 
 Sample metrics (MMD, energy distance, W2, Fréchet) live in :mod:`genjax.metrics`.
 """
 
+from .classical import (
+    LargeDeviations,
+    bernoulli_kl,
+    binomial_log_tail,
+    coin_large_deviations,
+    map_flip_point,
+    map_weight,
+    match_labels,
+    mixture_means_log_posterior,
+    mle_map_bayes_risk,
+    mle_map_estimates,
+    mle_map_mse,
+    relabel,
+)
 from .divergences import (
     F_DIVERGENCES,
     JENSEN_SHANNON,
@@ -47,6 +62,18 @@ from .kde import KDE, kde, scott_factor, silverman_factor
 from .ppca import PPCA, ppca_covariance, ppca_log_likelihood, ppca_log_prob, ppca_mle, ppca_posterior
 
 __all__ = [
+    "LargeDeviations",
+    "bernoulli_kl",
+    "binomial_log_tail",
+    "coin_large_deviations",
+    "map_flip_point",
+    "map_weight",
+    "match_labels",
+    "mixture_means_log_posterior",
+    "mle_map_bayes_risk",
+    "mle_map_estimates",
+    "mle_map_mse",
+    "relabel",
     "F_DIVERGENCES",
     "FDivergence",
     "GMMFit",
