@@ -297,6 +297,20 @@ def test_fenchel_young_and_activation_domain(name):
 
 
 @pytest.mark.parametrize("name", sorted(S.F_DIVERGENCES))
+def test_conjugate_of_activation_closed_form(name):
+    # f*(g_f(v)) in closed form equals the composition where that is well conditioned (float64 reference) and
+    # stays finite beyond it, where float32 rounds g_f(v) onto the boundary of dom f*.
+    div = S.f_divergence(name)
+    v = np.linspace(-5.0, 5.0, 41)
+    with jax.enable_x64(True):
+        reference = np.asarray(div.conjugate(div.activation(jnp.asarray(v, jnp.float64))))
+    np.testing.assert_allclose(np.asarray(div.conjugate_activation(jnp.asarray(v, jnp.float32))), reference,
+                               rtol=1e-5, atol=1e-6)
+    far = div.conjugate_activation(jnp.array([-30.0, 30.0], jnp.float32))
+    assert bool(jnp.all(jnp.isfinite(far)))
+
+
+@pytest.mark.parametrize("name", sorted(S.F_DIVERGENCES))
 def test_variational_bound_below_divergence_and_tight(name):
     div = S.f_divergence(name)
     p = jnp.array([0.1, 0.4, 0.2, 0.3])

@@ -177,7 +177,7 @@ def f_gan(gan: GAN, params, x, z, key=None, *, divergence: str | FDivergence = "
     div = divergence if isinstance(divergence, FDivergence) else f_divergence(divergence)
     _, d_real, d_fake = _real_and_fake(gan, params, x, z, "f_gan")
     t_fake = div.activation(d_fake)
-    bound = jnp.mean(div.activation(d_real)) - jnp.mean(div.conjugate(t_fake))
+    bound = jnp.mean(div.activation(d_real)) - jnp.mean(div.conjugate_activation(d_fake))
     generator = bound if generator_loss == "saddle" else -jnp.mean(t_fake)
     return GANLosses(-bound, generator, {"bound": bound})
 

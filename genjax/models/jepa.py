@@ -16,7 +16,7 @@ and the embeddings collapse).  The optional VICReg regulariser (Bardes et al. 20
 ``R − sg[R]``, ``R = ½‖θ̄ − sg[θ]‖²`` (zero value, gradient ``θ̄ − θ`` for θ̄ only), and :func:`jepa_optimizer`
 gives ``θ̄`` ``optax.sgd(1 − γ)``: one step is ``θ̄ ← θ̄ − (1 − γ)(θ̄ − θ) = γ θ̄ + (1 − γ) θ`` with ``θ`` the
 encoder *before* that step's update (BYOL averages the updated θ: the average lags one step more here).  The
-same device as the VQ-VAE's EMA codebook (:func:`genjax.models.vae.vqvae_ema_optimizer`).
+same device as the VQ-VAE's EMA codebook (both through :func:`genjax.train.ema_partition`).
 
 **Diagnostics.**  Per-dimension embedding std (complete collapse: → 0), effective rank ``exp H(σ/‖σ‖₁)`` of the
 embeddings' singular values (Roy & Vetterli 2007), centred (dimensional collapse: → 1) or raw (RankMe, Garrido
@@ -33,9 +33,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from .. import _checks
+from ..train.ema import ema_partition
 from ..train.loop import fit
 from ..train.state import TrainState
 
@@ -167,22 +167,7 @@ def jepa_optimizer(optimizer, *, decay: float = 0.99, clip_norm: float | None = 
     """``optax.partition``: ``optax.sgd(1 − decay)`` on ``params["target"]`` (the EMA of :func:`jepa_objective`)
     and ``optimizer`` on the encoder and predictor, after clipping their gradients' global norm to ``clip_norm``
     (if set; never clip with ``fit(clip_norm=…)``, which would clip θ̄'s gradient too and break the EMA)."""
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"jepa_optimizer: decay must lie in [0, 1), got {decay!r}")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(f"jepa_optimizer: optimizer must be an optax.GradientTransformation, got "
-                         f"{type(optimizer).__name__}")
-    if clip_norm is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(_checks.check_positive_float(clip_norm, "clip_norm")),
-                                optimizer)
-
-    def labels(params):
-        if not (isinstance(params, dict) and TARGET_KEY in params):
-            raise ValueError(f"jepa_optimizer: params must be a dict holding the target encoder under {TARGET_KEY!r} "
-                             "(see init_jepa_params)")
-        return {k: "ema" if k == TARGET_KEY else "model" for k in params}
-
-    return optax.partition({"ema": optax.sgd(1.0 - decay), "model": optimizer}, labels)
+    return ema_partition(optimizer, TARGET_KEY, decay=decay, clip_norm=clip_norm, where="jepa_optimizer")
 
 
 def train_jepa(jepa: JEPA, encoder_params, predictor_params, data, *, key: jax.Array, optimizer,

@@ -47,13 +47,13 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from .. import _checks
 from ..data.images import from_symmetric, to_symmetric
 from ..likelihood import bits_per_dim
 from ..stats.gaussian import gaussian_log_prob
 from ..train.interpolant import split_batch
+from ..train.ema import ema_partition
 from ..train.loop import fit
 from ..train.state import TrainState
 from .diffusion_bound import discretized_gaussian_log_prob as discretized_levels_log_prob
@@ -512,21 +512,7 @@ def vqvae_ema_optimizer(optimizer, *, decay: float = 0.99, clip_norm: float | No
     which breaks the EMA identity (``train_vqvae(codebook="ema")`` routes its ``clip_norm`` here).  ``fit``'s
     ``grad_norm`` likewise includes the statistics' gradients ``N − n`` and ``m − s``.
     """
-    _check_ema(decay, None, "vqvae_ema_optimizer")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(f"vqvae_ema_optimizer: optimizer must be an optax.GradientTransformation, got "
-                         f"{type(optimizer).__name__}")
-    if clip_norm is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(_checks.check_positive_float(clip_norm, "clip_norm")),
-                                optimizer)
-
-    def labels(params):
-        if not (isinstance(params, dict) and VQ_EMA_KEY in params):
-            raise ValueError(f"vqvae_ema_optimizer: params must be a dict holding the EMA statistics under "
-                             f"{VQ_EMA_KEY!r} (see init_vqvae_ema_params)")
-        return {k: "ema" if k == VQ_EMA_KEY else "model" for k in params}
-
-    return optax.partition({"ema": optax.sgd(1.0 - decay), "model": optimizer}, labels)
+    return ema_partition(optimizer, VQ_EMA_KEY, decay=decay, clip_norm=clip_norm, where="vqvae_ema_optimizer")
 
 
 def train_vqvae(vq: VQVAE, params: Any, data, *, key: jax.Array, optimizer, codebook: str = "gradient",

@@ -131,7 +131,9 @@ class FDivergence:
 
     Fields: ``f(u)`` for ``u ≥ 0``; ``f_star(t)`` valid on ``dom f*`` (``in_domain(t)``,
     described by ``domain``); ``activation(v)`` maps a critic's raw output to ``dom f*``;
-    ``f_prime(u)`` gives the optimal critic ``T*(x) = f'(p(x)/q(x))``.
+    ``f_prime(u)`` gives the optimal critic ``T*(x) = f'(p(x)/q(x))``; ``conjugate_activation(v)`` is
+    ``f*(g_f(v))`` in closed form, finite for every finite v (the composition rounds onto the boundary of
+    ``dom f*`` in float32 for |v| ≳ 17, where ``conjugate`` returns +∞).
     """
 
     name: str
@@ -141,6 +143,7 @@ class FDivergence:
     domain: str
     activation: Callable
     f_prime: Callable
+    conjugate_activation: Callable
 
     def conjugate(self, t):
         """``f*(t)``, ``+∞`` outside ``dom f*``."""
@@ -175,7 +178,7 @@ class FDivergence:
 _all_reals = jnp.isfinite
 _identity = lambda v: v  # noqa: E731
 
-# One row per divergence: name, f(u), f*(t), dom f* (predicate, text), activation g_f(v), f'(u).
+# One row per divergence: name, f(u), f*(t), dom f* (predicate, text), activation g_f(v), f'(u), f*(g_f(v)).
 KL = FDivergence(
     "kl",
     lambda u: xlogy(u, u),
@@ -183,6 +186,7 @@ KL = FDivergence(
     _all_reals, "ℝ",
     _identity,
     lambda u: 1.0 + jnp.log(u),
+    lambda v: jnp.exp(v - 1.0),
 )
 REVERSE_KL = FDivergence(
     "reverse_kl",
@@ -191,6 +195,7 @@ REVERSE_KL = FDivergence(
     lambda t: t < 0, "t < 0",
     lambda v: -jnp.exp(-v),
     lambda u: -1.0 / u,
+    lambda v: v - 1.0,
 )
 JENSEN_SHANNON = FDivergence(
     "js",
@@ -199,6 +204,7 @@ JENSEN_SHANNON = FDivergence(
     lambda t: t < 0.5 * _LOG2, "t < ½ log 2",
     lambda v: 0.5 * (_LOG2 - jax.nn.softplus(-v)),
     lambda u: 0.5 * jnp.log(2.0 * u / (1.0 + u)),
+    lambda v: 0.5 * (jax.nn.softplus(v) - _LOG2),
 )
 TOTAL_VARIATION = FDivergence(
     "tv",
@@ -207,6 +213,7 @@ TOTAL_VARIATION = FDivergence(
     lambda t: jnp.abs(t) <= 0.5, "|t| ≤ ½",
     lambda v: 0.5 * jnp.tanh(v),
     lambda u: 0.5 * jnp.sign(u - 1.0),
+    lambda v: 0.5 * jnp.tanh(v),
 )
 PEARSON = FDivergence(
     "pearson",
@@ -215,6 +222,7 @@ PEARSON = FDivergence(
     _all_reals, "ℝ",
     _identity,
     lambda u: 2.0 * (u - 1.0),
+    lambda v: 0.25 * v**2 + v,
 )
 NEYMAN = FDivergence(
     "neyman",
@@ -223,6 +231,7 @@ NEYMAN = FDivergence(
     lambda t: t < 1.0, "t < 1",
     lambda v: 1.0 - jnp.exp(v),
     lambda u: 1.0 - 1.0 / u**2,
+    lambda v: 2.0 - 2.0 * jnp.exp(0.5 * v),
 )
 SQUARED_HELLINGER = FDivergence(
     "hellinger",
@@ -231,6 +240,7 @@ SQUARED_HELLINGER = FDivergence(
     lambda t: t < 1.0, "t < 1",
     lambda v: 1.0 - jnp.exp(v),
     lambda u: 1.0 - 1.0 / jnp.sqrt(u),
+    lambda v: jnp.expm1(-v),
 )
 
 F_DIVERGENCES = {d.name: d for d in (KL, REVERSE_KL, JENSEN_SHANNON, TOTAL_VARIATION, PEARSON, NEYMAN, SQUARED_HELLINGER)}

@@ -11,6 +11,7 @@ from .checkpoint import (
     save_state,
     saved_steps,
 )
+from .ema import ema_partition
 from .interpolant import RECIPES, Recipe, interpolant_objective, train_interpolant
 from .loop import EarlyStopping, NonFiniteError, fit
 from .parallel import data_mesh, initialize_distributed
@@ -19,6 +20,7 @@ from .state import TrainState
 __all__ = [
     "TrainState",
     "fit",
+    "ema_partition",
     "EarlyStopping",
     "NonFiniteError",
     "train_interpolant",
